@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+@testable import EventFlowProtocol
 
 /// Shared helpers of the record batch, CRC32C and LZ4 tests.
 enum RecordsTestSupport {
@@ -68,4 +69,100 @@ enum RecordsTestSupport {
 
 extension ByteBuffer {
     var bytesForTest: [UInt8] { getBytes(at: readerIndex, length: readableBytes) ?? [] }
+}
+
+/// The JSON description next to every batch vector (written by `scripts/kafka_python_vectors.py`)
+/// and every cross-check batch (read by `scripts/kafka_python_check.py`).
+struct BatchDescription: Codable {
+    struct Builder: Codable {
+        var compression: String
+        var producer_id: Int64
+        var producer_epoch: Int16
+        var base_sequence: Int32
+        var is_transactional: Bool
+        var base_offset: Int64
+        var partition_leader_epoch: Int32
+    }
+
+    struct Header: Codable, Equatable {
+        var base_offset: Int64
+        var batch_length: Int32
+        var partition_leader_epoch: Int32
+        var magic: Int8
+        var crc: UInt32
+        var attributes: Int16
+        var last_offset_delta: Int32
+        var base_timestamp: Int64
+        var max_timestamp: Int64
+        var producer_id: Int64
+        var producer_epoch: Int16
+        var base_sequence: Int32
+        var record_count: Int32
+
+        init(_ h: RecordBatchHeader) {
+            base_offset = h.baseOffset
+            batch_length = h.batchLength
+            partition_leader_epoch = h.partitionLeaderEpoch
+            magic = h.magic
+            crc = h.crc
+            attributes = h.attributes.rawValue
+            last_offset_delta = h.lastOffsetDelta
+            base_timestamp = h.baseTimestamp
+            max_timestamp = h.maxTimestamp
+            producer_id = h.producerId
+            producer_epoch = h.producerEpoch
+            base_sequence = h.baseSequence
+            record_count = h.recordCount
+        }
+    }
+
+    struct HeaderField: Codable, Equatable {
+        var key: String
+        var value: String?
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(key, forKey: .key)
+            try container.encode(value, forKey: .value)  // null stays explicit, as in the vectors
+        }
+    }
+
+    struct RecordDescription: Codable, Equatable {
+        var offset: Int64
+        var timestamp: Int64
+        var key: String?
+        var value: String?
+        var headers: [HeaderField]
+
+        init(offset: Int64, timestamp: Int64, key: String?, value: String?, headers: [HeaderField]) {
+            self.offset = offset
+            self.timestamp = timestamp
+            self.key = key
+            self.value = value
+            self.headers = headers
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(offset, forKey: .offset)
+            try container.encode(timestamp, forKey: .timestamp)
+            try container.encode(key, forKey: .key)  // null stays explicit, as in the vectors
+            try container.encode(value, forKey: .value)
+            try container.encode(headers, forKey: .headers)
+        }
+
+        init(_ record: Record) {
+            self.init(offset: record.offset, timestamp: record.timestamp,
+                      key: record.key.map { RecordsTestSupport.hex($0.bytesForTest) },
+                      value: record.value.map { RecordsTestSupport.hex($0.bytesForTest) },
+                      headers: record.headers.map { HeaderField(key: $0.key, value: $0.value.map { RecordsTestSupport.hex($0.bytesForTest) }) })
+        }
+    }
+
+    var name: String
+    var description: String
+    var generator: String
+    var builder: Builder
+    var header: Header
+    var records: [RecordDescription]
 }
