@@ -3,7 +3,8 @@ import NIOCore
 
 /// The write-ahead batcher: one per broker, the single owner of every partition's next offset.
 ///
-/// It accepts validated batches, assigns dense offsets (rewriting each batch's base offset),
+/// It accepts validated batches, assigns dense offsets (the writer stores each batch with its
+/// assigned base offset, see `Batch.writeStoredBytes`),
 /// collects batches of many producers and partitions into a *flush* (one transaction), and
 /// decides when to flush: when `flushBytesTarget` is reached or `lingerMilliseconds` after the
 /// first batch arrived, whichever comes first. At most one flush is in flight; while it
@@ -65,11 +66,32 @@ public struct GroupCommit: Sendable {
         public var baseOffset: Int64
         public var lastOffset: Int64
         public var recordCount: Int32
-        /// The received bytes with the base offset already rewritten: store them as they are.
-        public var bytes: ByteBuffer
+        /// The bytes exactly as received (base offset still as the producer sent it). They are
+        /// not rewritten here: a rewrite of a shared buffer would copy it, while the writer
+        /// copies the bytes into its COPY buffer anyway and can patch the offset on the way.
+        public var receivedBytes: ByteBuffer
         public var producer: ProducerBatchInfo?
         public var ackMode: AckMode
         public var token: RequestToken
+
+        public var byteCount: Int { receivedBytes.readableBytes }
+
+        /// Appends the bytes to store: the received batch with its base offset replaced by the
+        /// assigned one (the CRC does not cover it). One copy, straight into `buffer`.
+        public func writeStoredBytes(into buffer: inout ByteBuffer) {
+            let offsetBytes = RecordBatchHeader.baseOffsetIndex + MemoryLayout<Int64>.size
+            buffer.writeInteger(baseOffset)
+            buffer.writeImmutableBuffer(receivedBytes.getSlice(at: receivedBytes.readerIndex + offsetBytes,
+                                                               length: byteCount - offsetBytes) ?? ByteBuffer())
+        }
+
+        /// The bytes to store, as a new buffer (see `writeStoredBytes` for the copy-once path).
+        public var storedBytes: ByteBuffer {
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(byteCount)
+            writeStoredBytes(into: &buffer)
+            return buffer
+        }
     }
 
     /// The batches to write in one transaction, in offset order within each partition.
@@ -87,7 +109,7 @@ public struct GroupCommit: Sendable {
         case batchTooLarge
         /// The partition is not registered (unknown stream or partition).
         case unknownPartition
-        /// The batch is too short to carry a base offset, or has no records.
+        /// The batch is shorter than a RecordBatch header, or has no records.
         case invalidBatch
         /// `startup` has not run yet.
         case notStarted
@@ -221,7 +243,7 @@ public struct GroupCommit: Sendable {
         guard let offsets = partitions[batch.partition] else {
             return [.fail(batch.token, .unknownPartition)]
         }
-        guard batch.recordCount > 0, batch.byteCount >= 8 else {
+        guard batch.recordCount > 0, batch.byteCount >= RecordBatchHeader.byteCount else {
             return [.fail(batch.token, .invalidBatch)]
         }
         guard batch.byteCount <= configuration.memoryBytesMax else {
@@ -258,12 +280,6 @@ public struct GroupCommit: Sendable {
 
         let baseOffset = offsets.next
         let lastOffset = baseOffset + Int64(batch.recordCount) - 1
-        var bytes = batch.bytes
-        do {
-            try RecordBatchHeader.rewriteBaseOffset(baseOffset, in: &bytes, batchIndex: bytes.readerIndex)
-        } catch {
-            return [.fail(batch.token, .invalidBatch)]
-        }
         partitions[batch.partition]?.next = lastOffset + 1
         if let producer = batch.producer {
             producers.accepted(producerID: producer.producerID, epoch: producer.epoch, partition: batch.partition,
@@ -272,7 +288,7 @@ public struct GroupCommit: Sendable {
         }
         let wasEmpty = filling.batches.isEmpty
         filling.batches.append(Batch(partition: batch.partition, baseOffset: baseOffset, lastOffset: lastOffset,
-                                     recordCount: batch.recordCount, bytes: bytes, producer: batch.producer,
+                                     recordCount: batch.recordCount, receivedBytes: batch.bytes, producer: batch.producer,
                                      ackMode: batch.ackMode, token: batch.token))
         filling.byteCount += batch.byteCount
         memoryBytes += batch.byteCount
@@ -407,14 +423,14 @@ public struct GroupCommit: Sendable {
     public func invariantViolations() -> [String] {
         var violations: [String] = []
         let buffered = (inFlight?.batches ?? []) + filling.batches
-        let bufferedBytes = buffered.reduce(0) { $0 + $1.bytes.readableBytes }
+        let bufferedBytes = buffered.reduce(0) { $0 + $1.byteCount }
         if memoryBytes != bufferedBytes {
             violations.append("memoryBytes \(memoryBytes) != buffered bytes \(bufferedBytes)")
         }
-        if let inFlight, inFlight.byteCount != inFlight.batches.reduce(0, { $0 + $1.bytes.readableBytes }) {
+        if let inFlight, inFlight.byteCount != inFlight.batches.reduce(0, { $0 + $1.byteCount }) {
             violations.append("\(inFlight.id) byteCount does not match its batches")
         }
-        if filling.byteCount != filling.batches.reduce(0, { $0 + $1.bytes.readableBytes }) {
+        if filling.byteCount != filling.batches.reduce(0, { $0 + $1.byteCount }) {
             violations.append("filling byteCount does not match its batches")
         }
         var expected = partitions.mapValues(\.highWatermark)
