@@ -4,9 +4,8 @@ import NIOCore
 /// The write-ahead batcher: one per broker, the single owner of every partition's next offset.
 ///
 /// It accepts validated batches, assigns dense offsets (the writer stores each batch with its
-/// assigned base offset, see `Batch.writeStoredBytes`),
-/// collects batches of many producers and partitions into a *flush* (one transaction), and
-/// decides when to flush: when `flushBytesTarget` is reached or `lingerMilliseconds` after the
+/// assigned base offset, see `Batch.writeStoredBytes`), collects batches of many producers and
+/// partitions into a *flush* (one transaction), and decides when to flush: when `flushBytesTarget` is reached or `lingerMilliseconds` after the
 /// first batch arrived, whichever comes first. At most one flush is in flight; while it
 /// commits, the next one fills (double buffering).
 ///
