@@ -1,0 +1,229 @@
+import CLibPQ
+import Foundation
+
+/// An error reported by PostgreSQL or libpq, with the SQLSTATE when the server sent one.
+public struct DatabaseError: Error, CustomStringConvertible, Sendable {
+    public var sqlState: String?
+    public var message: String
+    /// The constraint named by the server for integrity violations (e.g. `users_email_key`).
+    public var constraint: String?
+
+    public init(sqlState: String? = nil, message: String, constraint: String? = nil) {
+        self.sqlState = sqlState
+        self.message = message
+        self.constraint = constraint
+    }
+
+    public var description: String {
+        if let sqlState { return "database error \(sqlState): \(message)" }
+        return "database error: \(message)"
+    }
+
+    public var isUniqueViolation: Bool { sqlState == "23505" }
+    public var isForeignKeyViolation: Bool { sqlState == "23503" }
+    public var isCheckViolation: Bool { sqlState == "23514" }
+    /// Connection-level failures (class 08), admin shutdown (57P01..03), and a lost socket.
+    public var isConnectionFailure: Bool {
+        guard let sqlState else { return true }
+        return sqlState.hasPrefix("08") || sqlState.hasPrefix("57P")
+    }
+}
+
+/// One row of a text-format result.
+public struct Row: Sendable {
+    public var values: [String?]
+    public var columns: [String]
+
+    public subscript(_ column: String) -> String? {
+        guard let index = columns.firstIndex(of: column) else { return nil }
+        return values[index]
+    }
+
+    public subscript(_ index: Int) -> String? { values[index] }
+}
+
+/// A libpq connection. Not thread-safe: one owner at a time (a task or a dedicated thread).
+///
+/// Control-plane statements use text parameters and text results; the ingest path uses
+/// binary `COPY` through `copyIn`.
+public final class PostgresConnection {
+    private var connection: OpaquePointer?
+    public let url: String
+
+    public init(url: String) throws {
+        self.url = url
+        guard let connection = PQconnectdb(url) else {
+            throw DatabaseError(message: "libpq could not allocate a connection")
+        }
+        self.connection = connection
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = Self.trimmedMessage(PQerrorMessage(connection))
+            PQfinish(connection)
+            self.connection = nil
+            throw DatabaseError(sqlState: "08001", message: message)
+        }
+        // Timestamps are stored and partitioned in UTC, whatever the server's default.
+        try execute("SET TIME ZONE 'UTC'")
+    }
+
+    deinit {
+        if let connection { PQfinish(connection) }
+    }
+
+    public func close() {
+        if let connection { PQfinish(connection) }
+        connection = nil
+    }
+
+    public var isHealthy: Bool {
+        guard let connection else { return false }
+        return PQstatus(connection) == CONNECTION_OK
+    }
+
+    private func requireConnection() throws -> OpaquePointer {
+        guard let connection else { throw DatabaseError(sqlState: "08003", message: "connection is closed") }
+        return connection
+    }
+
+    static func trimmedMessage(_ cString: UnsafePointer<CChar>?) -> String {
+        guard let cString else { return "unknown error" }
+        return String(cString: cString).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private func error(from result: OpaquePointer?, connection: OpaquePointer) -> DatabaseError {
+        guard let result else {
+            return DatabaseError(sqlState: "08006", message: Self.trimmedMessage(PQerrorMessage(connection)))
+        }
+        let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+        let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+        let constraint = PQresultErrorField(result, Int32(UInt8(ascii: "n"))).map { String(cString: $0) }
+        let message = primary ?? Self.trimmedMessage(PQresultErrorMessage(result))
+        return DatabaseError(sqlState: state, message: message, constraint: constraint)
+    }
+
+    /// Runs one statement (or, without parameters, several separated by semicolons) and returns its rows.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [String?] = []) throws -> [Row] {
+        let connection = try requireConnection()
+        let result: OpaquePointer?
+        if parameters.isEmpty {
+            result = PQexec(connection, sql)
+        } else {
+            result = withCStringArray(parameters) { pointers in
+                PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
+            }
+        }
+        defer { PQclear(result) }
+        let status = result.map { PQresultStatus($0) } ?? PGRES_FATAL_ERROR
+        switch status {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return []
+        case PGRES_TUPLES_OK:
+            guard let result else { return [] }
+            let rowCount = Int(PQntuples(result))
+            let columnCount = Int(PQnfields(result))
+            let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+            var rows: [Row] = []
+            rows.reserveCapacity(rowCount)
+            for r in 0..<rowCount {
+                var values: [String?] = []
+                values.reserveCapacity(columnCount)
+                for c in 0..<columnCount {
+                    if PQgetisnull(result, Int32(r), Int32(c)) == 1 {
+                        values.append(nil)
+                    } else {
+                        values.append(String(cString: PQgetvalue(result, Int32(r), Int32(c))))
+                    }
+                }
+                rows.append(Row(values: values, columns: columns))
+            }
+            return rows
+        default:
+            throw error(from: result, connection: connection)
+        }
+    }
+
+    /// Runs statements that return no rows.
+    public func execute(_ sql: String, _ parameters: [String?] = []) throws {
+        try query(sql, parameters)
+    }
+
+    /// Runs `body` inside BEGIN/COMMIT; rolls back if it throws.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body()
+            try execute("COMMIT")
+            return value
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    // MARK: COPY FROM STDIN
+
+    /// Starts `COPY ... FROM STDIN`, lets `body` send data with `send`, then ends the copy.
+    /// If `body` throws, the copy is aborted and the server discards everything sent.
+    public func copyIn(_ copySQL: String, _ body: (_ send: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        let connection = try requireConnection()
+        let start = PQexec(connection, copySQL)
+        let startStatus = start.map { PQresultStatus($0) } ?? PGRES_FATAL_ERROR
+        guard startStatus == PGRES_COPY_IN else {
+            let failure = error(from: start, connection: connection)
+            PQclear(start)
+            throw failure
+        }
+        PQclear(start)
+        let send: (UnsafeRawBufferPointer) throws -> Void = { bytes in
+            guard bytes.count > 0 else { return }
+            let rc = PQputCopyData(connection, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
+            guard rc == 1 else {
+                throw DatabaseError(sqlState: "08006", message: Self.trimmedMessage(PQerrorMessage(connection)))
+            }
+        }
+        do {
+            try body(send)
+        } catch {
+            _ = PQputCopyEnd(connection, "aborted by EventFlow")
+            drainResults(connection)
+            throw error
+        }
+        guard PQputCopyEnd(connection, nil) == 1 else {
+            throw DatabaseError(sqlState: "08006", message: Self.trimmedMessage(PQerrorMessage(connection)))
+        }
+        var failure: DatabaseError?
+        while let result = PQgetResult(connection) {
+            if PQresultStatus(result) != PGRES_COMMAND_OK, failure == nil {
+                failure = error(from: result, connection: connection)
+            }
+            PQclear(result)
+        }
+        if let failure { throw failure }
+        if PQstatus(connection) != CONNECTION_OK {
+            throw DatabaseError(sqlState: "08006", message: Self.trimmedMessage(PQerrorMessage(connection)))
+        }
+    }
+
+    private func drainResults(_ connection: OpaquePointer) {
+        while let result = PQgetResult(connection) { PQclear(result) }
+    }
+}
+
+private func withCStringArray<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let storage: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { for pointer in storage { free(pointer) } }
+    return body(storage.map { $0.map { UnsafePointer($0) } })
+}
+
+extension PostgresConnection {
+    /// Quotes an identifier for SQL (partition names are generated, but quoting keeps it safe).
+    public static func quoteIdentifier(_ identifier: String) -> String {
+        "\"" + identifier.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    /// Quotes a string literal for statements that cannot take parameters (DDL).
+    public static func quoteLiteral(_ literal: String) -> String {
+        "'" + literal.replacingOccurrences(of: "'", with: "''") + "'"
+    }
+}

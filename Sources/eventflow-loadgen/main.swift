@@ -1,0 +1,1 @@
+print("eventflow-loadgen")
