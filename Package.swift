@@ -103,9 +103,18 @@ let package = Package(
             name: "eventflow",
             dependencies: [
                 "EventFlowStorage",
+                "EventFlowBroker",
+                "EventFlowClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Shared by the test targets only: the embedded PostgreSQL per test process.
+        .target(
+            name: "EventFlowTestSupport",
+            dependencies: ["EventFlowStorage"],
             swiftSettings: swiftSettings
         ),
 
@@ -120,7 +129,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EventFlowStorageTests",
-            dependencies: ["EventFlowStorage"],
+            dependencies: ["EventFlowStorage", "EventFlowTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -130,6 +139,19 @@ let package = Package(
                 "EventFlowClient",
                 "EventFlowProtocol",
                 "EventFlowStorage",
+                "EventFlowTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EventFlowClientTests",
+            dependencies: [
+                "EventFlowClient",
+                "EventFlowProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -137,7 +159,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EventFlowCLITests",
-            dependencies: ["EventFlowStorage", "eventflow"],
+            dependencies: ["EventFlowStorage", "EventFlowTestSupport", "eventflow"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -66,7 +66,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
 
     static func locateBinaries() throws -> String {
         var candidates: [String] = []
-        if let fromPgConfig = try? Program.run("/usr/bin/env", ["pg_config", "--bindir"]), fromPgConfig.exitCode == 0 {
+        if let fromPgConfig = try? Program.run("/usr/bin/pg_config", ["--bindir"]), fromPgConfig.exitCode == 0 {
             candidates.append(fromPgConfig.output.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []

@@ -62,6 +62,8 @@ public final class PostgresConnection {
             self.connection = nil
             throw DatabaseError(sqlState: "08001", message: message)
         }
+        // Server NOTICEs ("already exists, skipping") are not for the user's terminal.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         // Timestamps are stored and partitioned in UTC, whatever the server's default.
         try execute("SET TIME ZONE 'UTC'")
     }
