@@ -1,0 +1,241 @@
+import EventFlowStorage
+import EventFlowTestSupport
+import Foundation
+import Testing
+
+/// Runs the built `eventflow` binary as a user would, and checks exit codes and output.
+struct CLI {
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static let binary: String = {
+        let candidates = [
+            Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("eventflow").path,
+            URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent(".build/debug/eventflow").path,
+        ].compactMap { $0 }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[candidates.count - 1]
+    }()
+
+    var environment: [String: String]
+    var directory: String
+
+    init(databaseURL: String?, directory: String = TestCluster.temporaryDirectory("cli")) {
+        var environment = ProcessInfo.processInfo.environment
+        environment.removeValue(forKey: "DATABASE_URL")
+        environment.removeValue(forKey: "EVENTFLOW_DATA_DIR")
+        if let databaseURL { environment["DATABASE_URL"] = databaseURL }
+        self.environment = environment
+        self.directory = directory
+    }
+
+    @discardableResult
+    func run(_ arguments: String..., stdin: String? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = arguments
+        process.environment = environment
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+        let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+                      stderr: String(decoding: stderrData, as: UTF8.self))
+    }
+}
+
+@Suite struct CLITests {
+    let cli: CLI
+
+    init() throws {
+        cli = CLI(databaseURL: try TestCluster.freshDatabase(migrated: false))
+    }
+
+    @Test func orgCreateAndListForPeopleAndScripts() throws {
+        let created = try cli.run("org", "create", "acme")
+        #expect(created.status == 0)
+        #expect(created.stdout.hasPrefix("Created organization acme ("))
+        let list = try cli.run("org", "list")
+        #expect(list.stdout.split(separator: "\n").first?.hasPrefix("NAME") == true)
+        #expect(list.stdout.contains("acme"))
+        let json = try cli.run("org", "list", "--json")
+        let orgs = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
+        #expect(orgs?.map { $0["name"] as? String } == ["acme"])
+
+        let duplicate = try cli.run("org", "create", "acme")
+        #expect(duplicate.status == 1)
+        #expect(duplicate.stderr == "error: organization 'acme' already exists\n")
+        #expect(duplicate.stdout.isEmpty)
+    }
+
+    @Test func streamLifecycleWithPartitionsAndRetention() throws {
+        try cli.run("org", "create", "acme")
+        let created = try cli.run("stream", "create", "--org", "acme", "orders", "--partitions", "3", "--retention-hours", "48")
+        #expect(created.status == 0)
+        #expect(created.stdout.contains("Created stream orders with 3 partition(s), retention 48 h"))
+
+        let describe = try cli.run("stream", "describe", "--org", "acme", "orders", "--json")
+        let stream = try JSONSerialization.jsonObject(with: Data(describe.stdout.utf8)) as? [String: Any]
+        #expect(stream?["partitions"] as? Int == 3)
+        #expect(stream?["retentionHours"] as? Int == 48)
+
+        let duplicate = try cli.run("stream", "create", "--org", "acme", "orders")
+        #expect(duplicate.status == 1)
+        #expect(duplicate.stderr == "error: stream 'orders' already exists in organization 'acme'\n")
+
+        let unknownOrg = try cli.run("stream", "create", "--org", "nope", "orders")
+        #expect(unknownOrg.status == 1)
+        #expect(unknownOrg.stderr == "error: unknown organization 'nope'\n")
+
+        let deleted = try cli.run("stream", "delete", "--org", "acme", "orders")
+        #expect(deleted.status == 0)
+        let list = try cli.run("stream", "list", "--org", "acme", "--json")
+        let remaining = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [Any]
+        #expect(remaining?.isEmpty == true)
+        let withDeleted = try cli.run("stream", "list", "--org", "acme", "--include-deleted")
+        #expect(withDeleted.stdout.contains("deleted"))
+        let gone = try cli.run("stream", "describe", "--org", "acme", "orders")
+        #expect(gone.status == 1)
+        #expect(gone.stderr == "error: unknown stream 'orders' in organization 'acme'\n")
+    }
+
+    @Test func userCreateHashesAndRejectsBadEmail() throws {
+        try cli.run("org", "create", "acme")
+        let bad = try cli.run("user", "create", "--org", "acme", "--email", "not-an-email", "--password", "long-enough")
+        #expect(bad.status == 1)
+        #expect(bad.stderr == "error: invalid email address 'not-an-email'\n")
+        let ok = try cli.run("user", "create", "--org", "acme", "--email", "ada@example.com", "--role", "admin", "--password-stdin",
+                             stdin: "long-enough-secret\n")
+        #expect(ok.status == 0)
+        #expect(ok.stdout.hasPrefix("Created user ada@example.com (admin)"))
+        let list = try cli.run("user", "list", "--org", "acme", "--json")
+        let users = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]
+        #expect(users?.first?["email"] as? String == "ada@example.com")
+        #expect(!list.stdout.contains("long-enough-secret"))
+        let db = try PostgresConnection(url: cli.environment["DATABASE_URL"] ?? "")
+        defer { db.close() }
+        #expect(Users.authenticateForTest(db, "ada@example.com", "long-enough-secret"))
+    }
+
+    @Test func apiKeyIsShownOnceAndRevokedKeysAreRefused() throws {
+        try cli.run("org", "create", "acme")
+        let created = try cli.run("apikey", "create", "--org", "acme", "--label", "ingest", "--json")
+        #expect(created.status == 0)
+        let key = try JSONSerialization.jsonObject(with: Data(created.stdout.utf8)) as? [String: Any]
+        let id = try #require(key?["id"] as? String)
+        let secret = try #require(key?["secret"] as? String)
+        #expect(secret.hasPrefix("efs_"))
+
+        let list = try cli.run("apikey", "list", "--org", "acme")
+        #expect(list.stdout.contains(id))
+        #expect(!list.stdout.contains(secret))
+
+        let db = try PostgresConnection(url: cli.environment["DATABASE_URL"] ?? "")
+        defer { db.close() }
+        #expect(try APIKeys.authenticate(db, id: id, secret: secret).label == "ingest")
+
+        let revoked = try cli.run("apikey", "revoke", id)
+        #expect(revoked.status == 0)
+        #expect(revoked.stdout.hasPrefix("Revoked API key \(id)"))
+        #expect(throws: TenancyError.apiKeyRevoked(id)) { try APIKeys.authenticate(db, id: id, secret: secret) }
+
+        let unknown = try cli.run("apikey", "revoke", UUID().uuidString)
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.hasPrefix("error: unknown API key"))
+    }
+
+    @Test func migrateAppliesThenReportsUpToDateAndStatus() throws {
+        let first = try cli.run("migrate")
+        #expect(first.status == 0)
+        #expect(first.stdout.contains("Applied 20261125090000_init"))
+        let second = try cli.run("migrate")
+        #expect(second.stdout.hasPrefix("Database is up to date"))
+        let status = try cli.run("migrate", "--status", "--json")
+        let entries = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [[String: Any]]
+        #expect(entries?.allSatisfy { $0["applied"] as? Bool == true } == true)
+    }
+
+    @Test func badArgumentsExitNonZeroWithUsage() throws {
+        let result = try cli.run("stream", "create", "--org", "acme", "orders", "--partitions", "many")
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--partitions"))
+    }
+}
+
+@Suite(.serialized) struct EmbeddedCLITests {
+    @Test func adminCommandsStartTheEmbeddedDatabaseAndStopItAgain() throws {
+        let cli = CLI(databaseURL: nil)
+        let first = try cli.run("org", "create", "acme")
+        #expect(first.status == 0, "\(first.stderr)")
+        let stream = try cli.run("stream", "create", "--org", "acme", "orders", "--partitions", "3")
+        #expect(stream.status == 0, "\(stream.stderr)")
+        // Data lives in ./eventflow-data and survives between commands; no server is left running.
+        #expect(FileManager.default.fileExists(atPath: cli.directory + "/eventflow-data/pgdata/PG_VERSION"))
+        #expect(!FileManager.default.fileExists(atPath: cli.directory + "/eventflow-data/pgdata/postmaster.pid"))
+        let list = try cli.run("stream", "list", "--org", "acme", "--json")
+        #expect(list.stdout.contains("\"orders\""))
+    }
+
+    @Test func serveRunsUntilSIGTERMAndAdminCommandsUseItsCluster() throws {
+        let cli = CLI(databaseURL: nil)
+        let serve = Process()
+        serve.executableURL = URL(fileURLWithPath: CLI.binary)
+        serve.arguments = ["serve"] + ServeTestArguments.extra
+        serve.environment = cli.environment
+        serve.currentDirectoryURL = URL(fileURLWithPath: cli.directory)
+        let err = Pipe()
+        serve.standardError = err
+        serve.standardOutput = FileHandle.nullDevice
+        try serve.run()
+        var log = ""
+        let deadline = Date().addingTimeInterval(60)
+        while !log.contains("ready"), Date() < deadline, serve.isRunning {
+            let chunk = err.fileHandleForReading.availableData
+            log += String(decoding: chunk, as: UTF8.self)
+        }
+        #expect(log.contains("ready"), "\(log)")
+        #expect(log.contains("****"))  // the database URL is logged with its password masked
+        let password = try String(contentsOfFile: cli.directory + "/eventflow-data/db-password", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!log.contains(password))
+
+        let pidFile = cli.directory + "/eventflow-data/pgdata/postmaster.pid"
+        let created = try cli.run("org", "create", "acme")
+        #expect(created.status == 0)
+        // The admin command attached to serve's cluster and left it running.
+        #expect(FileManager.default.fileExists(atPath: pidFile))
+        let second = try cli.run("serve")
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("another `eventflow serve`"))
+
+        serve.terminate()  // SIGTERM
+        serve.waitUntilExit()
+        #expect(serve.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: pidFile))
+
+        // Restart: the data is still there.
+        let list = try cli.run("org", "list", "--json")
+        #expect(list.stdout.contains("\"acme\""))
+    }
+}
+
+enum ServeTestArguments {
+    /// Flags that keep a test's `serve` off fixed ports.
+    static let extra: [String] = []
+}
+
+extension Users {
+    static func authenticateForTest(_ db: PostgresConnection, _ email: String, _ password: String) -> Bool {
+        (try? authenticate(db, email: email, password: password)) != nil
+    }
+}
