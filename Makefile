@@ -1,0 +1,39 @@
+# EventFlow — the two commands that matter:
+#   make run    install what is missing, build (release), start `eventflow serve` on the embedded PostgreSQL
+#   make test   install what is missing, build, run every test (embedded PostgreSQL, kafka-python cross-checks)
+
+SWIFT ?= swift
+DATA_DIR ?= eventflow-data
+SERVE_FLAGS ?=
+FUZZ_SECONDS ?= 60
+
+.PHONY: run test deps deps-test build release crosscheck fuzz microbench clean-data
+
+deps:
+	scripts/install-deps.sh
+
+deps-test:
+	scripts/install-deps.sh --python
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product eventflow
+
+run: release
+	.build/release/eventflow serve --data-dir $(DATA_DIR) $(SERVE_FLAGS)
+
+test: deps-test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	scripts/crosscheck-batches.sh
+
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+microbench: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+
+clean-data:
+	rm -rf $(DATA_DIR)
