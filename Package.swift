@@ -94,6 +94,8 @@ let package = Package(
             dependencies: [
                 "EventFlowClient",
                 "EventFlowProtocol",
+                // The baselines write to PostgreSQL directly (multi-row INSERT, raw binary COPY).
+                "EventFlowStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
