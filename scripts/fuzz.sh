@@ -39,15 +39,18 @@ seed_corpus() {  # $1 target, $2 corpus dir
             done
             { printf '\x00'; cat protocol/vectors/batches/lz4-frames/empty.lz4; } > "$corpus/empty" ;;
         FuzzRequests)
-            # Request frames from the framing vectors, when present (hex files, size prefix included).
-            if [ -d protocol/vectors/requests ]; then
-                i=0
-                for f in $(find protocol/vectors/requests -name '*.hex' | sort); do
-                    { printf "\\x$(printf %02x $((i % 256)))"; tr -d ' \n' < "$f" | xxd -r -p; } > "$corpus/req-$i"
-                    i=$((i + 1))
-                done
-            fi
-            printf '\x00\x00\x00\x00\x0c\x00\x12\x00\x03\x00\x00\x00\x01\xff\xff\x00' > "$corpus/apiversions" ;;
+            # The message vectors (one frame each, no size prefix): as a size-prefixed stream and as a bare frame.
+            i=0
+            for f in protocol/vectors/messages/*.hex; do
+                [ -f "$f" ] || continue
+                name="$(basename "$f" .hex)"
+                tr -d ' \n' < "$f" | xxd -r -p > "$corpus/.frame"
+                size="$(stat -c %s "$corpus/.frame")"
+                { printf "\\x$(printf %02x $((i % 256)))"; printf "%08x" "$size" | xxd -r -p; cat "$corpus/.frame"; } > "$corpus/$name-stream"
+                { printf "\\x$(printf %02x $((i % 256)))"; cat "$corpus/.frame"; } > "$corpus/$name-frame"
+                rm -f "$corpus/.frame"
+                i=$((i + 1))
+            done ;;
     esac
 }
 
@@ -55,7 +58,7 @@ status=0
 for target in "${targets[@]}"; do
     corpus="$work/$target"
     seed_corpus "$target" "$corpus"
-    echo "== $target for ${seconds}s (corpus $corpus)"
+    echo "== $target: ${limit[*]} (corpus $corpus)"
     log="$work/$target.log"
     if ! "$bin/$target" "$corpus" "${limit[@]}" -max_len=65536 -rss_limit_mb=2048 \
             -artifact_prefix="$work/$target-" -print_final_stats=1 >"$log" 2>&1; then

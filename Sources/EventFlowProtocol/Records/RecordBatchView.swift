@@ -38,7 +38,7 @@ public struct RecordBatchView: Hashable, Sendable {
         let computed = CRC32C.checksum(bytes, at: start + RecordBatchHeader.attributesIndex, length: crcLength)
         guard computed == header.crc else {
             throw ProtocolError(.corruptRecord, field: "RecordBatch.crc", offset: start + RecordBatchHeader.crcIndex,
-                                detail: "stored \(hex(header.crc)), computed \(computed.map(hex) ?? "nothing")")
+                                detail: "stored \(crcHex(header.crc)), computed \(computed.map(crcHex) ?? "nothing")")
         }
         guard let codec = header.attributes.compression, codec == .none || codec == .lz4 else {
             throw ProtocolError(.compression, field: "RecordBatch.attributes", offset: start + RecordBatchHeader.attributesIndex,
@@ -156,6 +156,6 @@ public struct RecordBatchSequence: Sendable {
 }
 
 @inline(__always)
-func hex(_ value: UInt32) -> String {
+private func crcHex(_ value: UInt32) -> String {
     "0x" + String(value, radix: 16, uppercase: true)
 }
