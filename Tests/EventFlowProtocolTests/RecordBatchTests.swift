@@ -241,6 +241,20 @@ import Testing
         })
     }
 
+    @Test func anLZ4BatchClaimingMoreRecordsThanItsContentHoldsIsRejectedBeforeReading() throws {
+        let batch = try Self.sampleBatch(compression: .lz4(), records: 3)
+        // Validation cannot see inside the frame, so a huge count passes it...
+        let huge = Self.edited(batch) {
+            $0.setInteger(Int32.max - 1, at: 23)
+            $0.setInteger(Int32.max, at: 57)
+        }
+        let view = try RecordBatchView(validating: huge)
+        // ...and is caught once the content is known, before a reader sizes anything by it.
+        #expect { try view.records(decompressedBytesMax: 1 << 20) } throws: { error in
+            (error as? ProtocolError).map { $0.kind == .corruptRecord && $0.field == "RecordBatch.recordCount" } ?? false
+        }
+    }
+
     @Test func lz4BatchesAreBoundedAndCheckedWhenIterated() throws {
         let batch = try Self.sampleBatch(compression: .lz4(), records: 100)
         let view = try RecordBatchView(validating: batch)

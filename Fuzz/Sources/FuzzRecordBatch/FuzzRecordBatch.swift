@@ -37,6 +37,10 @@ public func fuzzRecordBatch(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
 private func readAll(_ batch: RecordBatchView) {
     do {
+        var all = try batch.records(decompressedBytesMax: 256 * 1024)
+        _ = try all.readAll()
+    } catch {}
+    do {
         var reader = try batch.records(decompressedBytesMax: 256 * 1024)
         var previous: Int64 = .min
         while let record = try reader.next() {

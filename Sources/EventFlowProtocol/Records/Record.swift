@@ -82,6 +82,7 @@ public struct RecordReader: Sendable {
     /// Every remaining record, in order.
     public mutating func readAll() throws -> [Record] {
         var result: [Record] = []
+        // The count was checked against the bytes present, so this reservation is bounded by them.
         result.reserveCapacity(Int(header.recordCount - recordsRead))
         while let record = try next() {
             result.append(record)

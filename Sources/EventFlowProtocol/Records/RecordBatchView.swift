@@ -109,6 +109,13 @@ public struct RecordBatchView: Hashable, Sendable {
             var decompressed = ByteBuffer()
             try LZ4Frame.decompress(section, into: &decompressed, decompressedBytesMax: decompressedBytesMax)
             section = decompressed
+            // Validation could not see inside the frame: check the count against the content now,
+            // before anything is sized by it.
+            guard Int(header.recordCount) <= section.readableBytes / Self.recordByteCountMin else {
+                throw ProtocolError(.corruptRecord, field: "RecordBatch.recordCount",
+                                    offset: bytes.readerIndex + RecordBatchHeader.recordCountIndex,
+                                    detail: "\(header.recordCount) records cannot fit in \(section.readableBytes) decompressed bytes")
+            }
         }
         return RecordReader(header: header, records: section)
     }
