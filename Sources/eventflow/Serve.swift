@@ -1,4 +1,5 @@
 import ArgumentParser
+import EventFlowBroker
 import EventFlowStorage
 import Foundation
 import Logging
@@ -16,6 +17,45 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Log level (trace, debug, info, notice, warning, error).")
     var logLevel = "info"
+
+    @Option(help: "Address the Kafka-protocol listener binds to.")
+    var host = "0.0.0.0"
+
+    @Option(help: "Port of the Kafka-protocol listener.")
+    var port = 9092
+
+    @Option(help: "Host announced to clients in Metadata (default: the bind address, or 127.0.0.1 for 0.0.0.0).")
+    var advertisedHost: String?
+
+    @Option(help: "TLS certificate chain (PEM). Without it, a development CA and certificate are made in <data-dir>/tls.")
+    var tlsCert: String?
+
+    @Option(help: "TLS private key (PEM), with --tls-cert.")
+    var tlsKey: String?
+
+    @Flag(help: "Listen without TLS (development only).")
+    var plaintext = false
+
+    @Option(help: "Largest request frame accepted, in bytes.")
+    var frameBytesMax = 100 * 1024 * 1024
+
+    @Option(help: "Open client connections accepted at once.")
+    var connectionsMax = 10_000
+
+    @Option(help: "Requests in flight per connection before its socket reads pause.")
+    var inflightRequestsMax = 64
+
+    @Option(help: "Group commit: flush once this many batch bytes are buffered.")
+    var flushBytesTarget = 1 << 20
+
+    @Option(help: "Group commit: flush at the latest this long after the first buffered batch, in milliseconds.")
+    var lingerMilliseconds = 5
+
+    @Option(help: "Batcher memory bound in bytes; socket reads pause at 3/4 of it and resume at 1/2.")
+    var memoryBytesMax = 64 << 20
+
+    @Option(help: "Partitions of a stream created by CreateTopics without a count.")
+    var defaultPartitions = 1
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -62,10 +102,20 @@ struct Serve: AsyncParsableCommand {
                     }
                 }
             }
-            logger.info("EventFlow is ready; stop with Ctrl-C (SIGINT) or SIGTERM")
+            let transport = try transport(session: session, logger: logger)
+            var configuration = BrokerConfiguration(
+                host: host, port: port, advertisedHost: advertisedHost, transport: transport,
+                defaultPartitions: defaultPartitions, frameBytesMax: frameBytesMax, connectionsMax: connectionsMax,
+                inflightRequestsMax: inflightRequestsMax)
+            configuration.groupCommit = GroupCommit.Configuration(
+                flushBytesTarget: flushBytesTarget, lingerMilliseconds: lingerMilliseconds, memoryBytesMax: memoryBytesMax)
+            let broker = try await Broker.start(configuration: configuration, databaseURL: session.url,
+                                                logger: Logger(label: "eventflow.broker"))
+            logger.info("EventFlow is ready; stop with Ctrl-C (SIGINT) or SIGTERM", metadata: ["port": "\(broker.port)"])
             let signal = await signals.wait()
             logger.info("stopping", metadata: ["signal": "\(signal)"])
             maintenance.cancel()
+            await broker.shutdown()
         } catch {
             try? session.close()
             throw cleanExit(error)
@@ -76,6 +126,33 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw cleanExit(error)
         }
+    }
+}
+
+extension Serve {
+    func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard !(plaintext && tlsCert != nil) else { throw ValidationError("--plaintext and --tls-cert exclude each other") }
+        guard frameBytesMax > 0, connectionsMax > 0, inflightRequestsMax > 0, flushBytesTarget > 0, memoryBytesMax > 0,
+              lingerMilliseconds >= 0, (1...Streams.partitionsMax).contains(defaultPartitions) else {
+            throw ValidationError("limits must be positive")
+        }
+    }
+
+    /// TLS unless --plaintext: the given certificate, or a development CA + certificate made
+    /// once in the embedded data folder (the CA path is logged for clients).
+    func transport(session: DatabaseSession, logger: Logger) throws -> BrokerConfiguration.Transport {
+        if plaintext {
+            logger.warning("listening WITHOUT TLS (--plaintext): API key secrets travel in clear text")
+            return .plaintext
+        }
+        if let tlsCert, let tlsKey {
+            return .tls(certificateChainPath: tlsCert, privateKeyPath: tlsKey)
+        }
+        let folder = (session.embedded?.dataDirectory ?? database.dataDir ?? DatabaseLocation.defaultDataDirectory) + "/tls"
+        let paths = try DevelopmentCertificates.ensure(in: folder)
+        logger.info("TLS with the development certificate; clients trust this CA", metadata: ["ca": "\(paths.certificateAuthority)"])
+        return .tls(certificateChainPath: paths.certificateChain, privateKeyPath: paths.privateKey)
     }
 }
 

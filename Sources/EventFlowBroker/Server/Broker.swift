@@ -1,0 +1,174 @@
+import EventFlowProtocol
+import EventFlowStorage
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// The EventFlow broker: the Kafka-protocol listener, the write-ahead batcher and its log
+/// writer, and the control-plane services, started together and stopped in order.
+public final class Broker: Sendable {
+    public let configuration: BrokerConfiguration
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let writer: LogWriterThread
+    private let services: BrokerServices
+    private let serverChannel: NIOLockedValueBox<(any Channel)?>
+    private let revocationTask: NIOLockedValueBox<RepeatedTask?>
+    private let stopped = NIOLockedValueBox(false)
+
+    /// Reads offsets and idempotence state back from the log, then listens.
+    public static func start(configuration: BrokerConfiguration, databaseURL: String,
+                             logger: Logger = Logger(label: "eventflow.broker")) async throws -> Broker {
+        let broker = try Broker(configuration: configuration, databaseURL: databaseURL, logger: logger)
+        do {
+            try await broker.listen()
+        } catch {
+            await broker.shutdown()
+            throw error
+        }
+        return broker
+    }
+
+    private init(configuration: BrokerConfiguration, databaseURL: String, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        self.group = group
+        self.serverChannel = NIOLockedValueBox(nil)
+        self.revocationTask = NIOLockedValueBox(nil)
+
+        // Read back what the log already holds before anything is accepted.
+        let db = try PostgresConnection(url: databaseURL)
+        defer { db.close() }
+        var nextOffsets: [StreamPartition: Int64] = [:]
+        for entry in try EventBatchLog.nextOffsets(db) {
+            nextOffsets[StreamPartition(streamID: entry.streamID, partition: entry.partition)] = entry.next
+        }
+        let producerBatches = try EventBatchLog.producerBatches(db)
+
+        writer = LogWriterThread(url: databaseURL, logger: Logger(label: "eventflow.log-writer"))
+        writer.start()
+        let batcher = WriteAheadBatcher(configuration: configuration.groupCommit, writer: writer,
+                                        timerLoop: group.next(), logger: logger)
+        batcher.startup(nextOffsets: nextOffsets, producerBatches: producerBatches)
+        let controlPlane = ControlPlane(databaseURL: databaseURL)
+        let registry = ConnectionRegistry()
+        services = BrokerServices(
+            configuration: configuration, batcher: batcher, controlPlane: controlPlane,
+            streams: StreamDirectory(controlPlane: controlPlane, batcher: batcher), registry: registry,
+            advertised: NIOLockedValueBox((configuration.advertisedHost ?? Self.defaultAdvertisedHost(configuration.host), Int32(configuration.port))),
+            logger: logger)
+        batcher.onReadingPausedChanged { paused in
+            registry.forEach { $0.batcherReadingPaused(paused) }
+        }
+        logger.info("log read back", metadata: ["partitions": "\(nextOffsets.count)", "producerBatches": "\(producerBatches.count)"])
+    }
+
+    static func defaultAdvertisedHost(_ host: String) -> String {
+        host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
+    }
+
+    /// The port the listener is bound to.
+    public var port: Int { services.advertised.withLockedValue { Int($0.port) } }
+
+    private func listen() async throws {
+        let sslContext: NIOSSLContext?
+        switch configuration.transport {
+        case .plaintext:
+            sslContext = nil
+        case .tls(let chainPath, let keyPath):
+            let chain = try NIOSSLCertificate.fromPEMFile(chainPath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            sslContext = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+        }
+        let services = services
+        let frameBytesMax = configuration.frameBytesMax
+        let authentication = configuration.authentication
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let sslContext {
+                        try pipeline.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
+                    try pipeline.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
+                    try pipeline.addHandler(MessageToByteHandler(KafkaFrameEncoder()))
+                    try pipeline.addHandler(KafkaConnectionHandler(services: services, authentication: authentication))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port).get()
+        serverChannel.withLockedValue { $0 = channel }
+        let boundPort = channel.localAddress?.port ?? configuration.port
+        services.advertised.withLockedValue { $0.port = Int32(boundPort) }
+        logger.info("listening", metadata: [
+            "address": "\(configuration.host):\(boundPort)",
+            "tls": "\(sslContext != nil)",
+        ])
+        startRevocationChecks()
+    }
+
+    /// Every `revocationCheckMilliseconds`: close connections whose API key was revoked
+    /// (or whose organization was deactivated) since they authenticated.
+    private func startRevocationChecks() {
+        let services = services
+        let loop = group.next()
+        let task = loop.scheduleRepeatedAsyncTask(initialDelay: .milliseconds(configuration.revocationCheckMilliseconds),
+                                                  delay: .milliseconds(configuration.revocationCheckMilliseconds)) { _ in
+            let keys = services.registry.apiKeyIDs
+            guard !keys.isEmpty else { return loop.makeSucceededVoidFuture() }
+            return services.controlPlane.run(on: loop) { db -> Set<UUID> in
+                let literal = "{" + keys.map(\.uuidString).joined(separator: ",") + "}"
+                let rows = try db.query("""
+                    SELECT k.id FROM api_keys k JOIN organizations o ON o.id = k.org_id
+                    WHERE k.id = ANY($1::uuid[]) AND (k.revoked_at IS NOT NULL OR NOT o.is_active)
+                    """, [literal])
+                return Set(rows.compactMap { $0["id"].flatMap(UUID.init(uuidString:)) })
+            }.map { revoked in
+                guard !revoked.isEmpty else { return }
+                services.registry.forEach(apiKeyIDs: revoked) { handler in
+                    for key in revoked { handler.keyRevoked(key) }
+                }
+            }.recover { error in
+                services.logger.warning("revocation check failed; retrying", metadata: ["error": "\(error)"])
+            }
+        }
+        revocationTask.withLockedValue { $0 = task }
+    }
+
+    /// Graceful stop: no new connections, flush the batcher, answer every in-flight request,
+    /// close the connections, stop the writer. Safe to call more than once.
+    public func shutdown() async {
+        guard stopped.withLockedValue({ state in defer { state = true }; return !state }) else { return }
+        logger.info("shutting down: draining")
+        let channel = serverChannel.withLockedValue { $0 }
+        try? await channel?.close()
+        revocationTask.withLockedValue { $0 }?.cancel()
+        // Durable produces are answered when their flush commits; drain flushes everything buffered.
+        try? await services.batcher.drain().get()
+        services.registry.forEach { $0.shutdown() }
+        let closed = services.registry.allClosed(on: group.next())
+        let graceMilliseconds = configuration.shutdownGraceMilliseconds
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try? await closed.get() }
+            tasks.addTask { try? await Task.sleep(for: .milliseconds(graceMilliseconds)) }
+            await tasks.next()
+            tasks.cancelAll()
+        }
+        if services.registry.count > 0 {
+            logger.warning("closing connections that did not finish in time", metadata: ["connections": "\(services.registry.count)"])
+            services.registry.forEach { $0.forceClose() }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        services.controlPlane.shutdown()
+        writer.stop()
+        try? await group.shutdownGracefully()
+        logger.info("broker stopped", metadata: ["openConnections": "\(services.registry.count)"])
+    }
+}

@@ -1,0 +1,69 @@
+import EventFlowProtocol
+import Foundation
+
+/// Everything `eventflow serve` can set about the listener and the ingest path.
+public struct BrokerConfiguration: Sendable {
+    public enum Transport: Sendable {
+        /// Unencrypted; only when asked for explicitly (`--plaintext`).
+        case plaintext
+        /// TLS with this certificate chain and key (PEM files).
+        case tls(certificateChainPath: String, privateKeyPath: String)
+    }
+
+    public var host: String
+    /// 0 picks a free port (tests); the bound port is reported by `Broker.port`.
+    public var port: Int
+    /// Host announced in Metadata; defaults to `host` (or 127.0.0.1 when listening on all addresses).
+    public var advertisedHost: String?
+    public var transport: Transport
+    public var authentication: SessionStateMachine.Authentication
+    public var nodeID: Int32
+    public var clusterID: String
+    /// Partitions of a stream created with CreateTopics numPartitions = -1.
+    public var defaultPartitions: Int
+    public var frameBytesMax: Int
+    public var connectionsMax: Int
+    public var inflightRequestsMax: Int
+    public var groupCommit: GroupCommit.Configuration
+    /// How often open connections' API keys are checked for revocation.
+    public var revocationCheckMilliseconds: Int64
+    /// How long shutdown waits for connections to answer what they owe before closing them.
+    public var shutdownGraceMilliseconds: Int64
+    public var eventLoopThreads: Int
+
+    public init(
+        host: String = "0.0.0.0",
+        port: Int = 9092,
+        advertisedHost: String? = nil,
+        transport: Transport,
+        authentication: SessionStateMachine.Authentication = .saslPlain,
+        nodeID: Int32 = 0,
+        clusterID: String = "eventflow",
+        defaultPartitions: Int = 1,
+        frameBytesMax: Int = KafkaFrameDecoder.defaultFrameBytesMax,
+        connectionsMax: Int = 10_000,
+        inflightRequestsMax: Int = 64,
+        groupCommit: GroupCommit.Configuration = GroupCommit.Configuration(),
+        revocationCheckMilliseconds: Int64 = 500,
+        shutdownGraceMilliseconds: Int64 = 10_000,
+        eventLoopThreads: Int = System.coreCount
+    ) {
+        self.host = host
+        self.port = port
+        self.advertisedHost = advertisedHost
+        self.transport = transport
+        self.authentication = authentication
+        self.nodeID = nodeID
+        self.clusterID = clusterID
+        self.defaultPartitions = defaultPartitions
+        self.frameBytesMax = frameBytesMax
+        self.connectionsMax = connectionsMax
+        self.inflightRequestsMax = inflightRequestsMax
+        self.groupCommit = groupCommit
+        self.revocationCheckMilliseconds = revocationCheckMilliseconds
+        self.shutdownGraceMilliseconds = shutdownGraceMilliseconds
+        self.eventLoopThreads = max(eventLoopThreads, 1)
+    }
+}
+
+import NIOCore

@@ -1,0 +1,274 @@
+import EventFlowProtocol
+import EventFlowStorage
+import Foundation
+import Logging
+import NIOCore
+
+/// One client connection, after framing: decodes requests, drives the `SessionStateMachine`,
+/// serves each API, and writes responses in request order.
+///
+/// Reading is paused (outbound `read` withheld, which is what `autoRead` drives) while the
+/// session has `inflightRequestsMax` requests outstanding or the batcher is full.
+final class KafkaConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let services: BrokerServices
+    private var session: SessionStateMachine
+    private var logger: Logger
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+    private var batcherPaused = false
+    private var registered = false
+    /// Produce requests accept their batches in arrival order (idempotent sequences depend on it),
+    /// even when one of them waits for a stream lookup.
+    private var produceChain: EventLoopFuture<Void>?
+
+    init(services: BrokerServices, authentication: SessionStateMachine.Authentication) {
+        self.services = services
+        self.session = SessionStateMachine(configuration: .init(
+            authentication: authentication, inflightRequestsMax: services.configuration.inflightRequestsMax))
+        self.logger = services.logger
+    }
+
+    private var id: ObjectIdentifier { ObjectIdentifier(self) }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let remote = context.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let entry = ConnectionRegistry.Entry(handler: NIOLoopBound(self, eventLoop: context.eventLoop),
+                                             eventLoop: context.eventLoop, apiKeyID: nil)
+        guard services.registry.register(id, entry, connectionsMax: services.configuration.connectionsMax) else {
+            logger.warning("connection refused: connectionsMax reached", metadata: ["connectionsMax": "\(services.configuration.connectionsMax)"])
+            context.close(promise: nil)
+            return
+        }
+        registered = true
+        batcherPaused = services.batcher.isReadingPaused
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        session.connectionClosed()
+        if registered {
+            registered = false
+            services.registry.unregister(id)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Bad frame size, truncated frame at EOF, TLS failure: the stream cannot be trusted any more.
+        logger.notice("closing connection", metadata: ["reason": "\(error)"])
+        session.connectionClosed()
+        context.close(promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if session.isReadingPaused || batcherPaused {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        handle(frame: unwrapInboundIn(data))
+    }
+
+    // MARK: Broker-wide events (called on this connection's event loop)
+
+    func batcherReadingPaused(_ paused: Bool) {
+        batcherPaused = paused
+        resumeReadingIfPossible()
+    }
+
+    func keyRevoked(_ apiKeyID: UUID) {
+        let actions = session.keyRevoked(apiKeyID: apiKeyID)
+        if !actions.isEmpty { logger.notice("API key revoked; closing connection", metadata: ["apiKey": "\(apiKeyID)"]) }
+        apply(actions)
+    }
+
+    /// Broker shutdown: answer what is outstanding, then close.
+    func shutdown() {
+        apply(session.shutdown())
+    }
+
+    func forceClose() {
+        session.connectionClosed()
+        context?.close(promise: nil)
+    }
+
+    private func resumeReadingIfPossible() {
+        guard readPending, !session.isReadingPaused, !batcherPaused, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: Requests
+
+    private func handle(frame: ByteBuffer) {
+        let decoded: DecodedRequest
+        do {
+            decoded = try KafkaRequest.decode(frame: frame)
+        } catch {
+            if error.kind == .unsupportedVersion, error.context.apiKey == APIKey.apiVersions.rawValue,
+               let correlationId = error.correlationId {
+                // Clients probe with their newest ApiVersions; the v0 answer lists what EventFlow serves.
+                let decision = session.requestReceived(.apiVersions)
+                if case .process(let sequence, _) = decision.action {
+                    respond(sequence, ApiVersionsResponse.unsupportedVersionAnswer.encodedResponse(version: 0, correlationId: correlationId))
+                }
+                return
+            }
+            logger.notice("undecodable request; closing connection", metadata: ["error": "\(error)"])
+            session.connectionClosed()
+            context?.close(promise: nil)
+            return
+        }
+        let header = decoded.header
+        var mechanism = ""
+        if case .saslHandshake(let request) = decoded.body { mechanism = request.mechanism }
+        let decision = session.requestReceived(.init(apiKey: header.apiKey, saslMechanism: mechanism))
+        switch decision.action {
+        case .process(let sequence, let principal):
+            serve(decoded, sequence: sequence, principal: principal)
+        case .acceptSaslHandshake(let sequence):
+            respond(sequence, SaslHandshakeResponse(mechanisms: SessionStateMachine.saslMechanisms)
+                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+        case .authenticate(let sequence):
+            guard case .saslAuthenticate(let request) = decoded.body else { return }
+            authenticate(request, header: header, sequence: sequence)
+        case .answerErrorThenClose(let sequence, let code):
+            logger.notice("request refused; closing connection", metadata: ["api": "\(header.apiKey)", "error": "\(code)"])
+            switch decoded.body {
+            case .saslHandshake:
+                respond(sequence, SaslHandshakeResponse(errorCode: code, mechanisms: SessionStateMachine.saslMechanisms)
+                    .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+            case .saslAuthenticate:
+                respond(sequence, SaslAuthenticateResponse(errorCode: code, errorMessage: "authentication failed")
+                    .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+            default:
+                // Before authentication only ApiVersions and SASL are answered; anything else closes.
+                respond(sequence, nil)
+            }
+        case .ignore:
+            break
+        }
+    }
+
+    private func serve(_ decoded: DecodedRequest, sequence: SessionStateMachine.RequestSequence,
+                       principal: SessionStateMachine.Principal?) {
+        let header = decoded.header
+        if case .apiVersions = decoded.body {
+            respond(sequence, ApiVersionsResponse().encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+            return
+        }
+        guard let principal, let context else {
+            respond(sequence, nil)
+            return
+        }
+        let requests = RequestServer(services: services, principal: principal, eventLoop: context.eventLoop, logger: logger)
+        let response: EventLoopFuture<ByteBuffer?>
+        switch decoded.body {
+        case .metadata(let request):
+            response = requests.metadata(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .createTopics(let request):
+            response = requests.createTopics(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .deleteTopics(let request):
+            response = requests.deleteTopics(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .initProducerId(let request):
+            response = requests.initProducerId(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .produce(let request):
+            let (accepted, answered) = requests.produce(request, after: produceChain ?? context.eventLoop.makeSucceededVoidFuture())
+            produceChain = accepted
+            response = answered.map { body in
+                // acks=0: no response at all; the next response on the wire is the next request's.
+                request.acks == 0 ? nil : body.encodedResponse(version: header.apiVersion, correlationId: header.correlationId)
+            }
+        default:
+            logger.notice("API not served by this broker yet; closing connection", metadata: ["api": "\(header.apiKey)"])
+            respond(sequence, nil)
+            apply(session.shutdown())
+            context.close(promise: nil)
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let logger = logger
+        response.whenComplete { result in
+            switch result {
+            case .success(let buffer):
+                bound.value.respond(sequence, buffer)
+            case .failure(let error):
+                logger.error("request failed; closing connection", metadata: ["api": "\(header.apiKey)", "error": "\(error)"])
+                bound.value.respond(sequence, nil)
+                bound.value.context?.close(promise: nil)
+            }
+        }
+    }
+
+    private func authenticate(_ request: SaslAuthenticateRequest, header: RequestHeader, sequence: SessionStateMachine.RequestSequence) {
+        guard let context else { return }
+        let failed = SaslAuthenticateResponse(errorCode: .saslAuthenticationFailed, errorMessage: "authentication failed")
+            .encodedResponse(version: header.apiVersion, correlationId: header.correlationId)
+        guard let credentials = try? SaslPlainCredentials(parsing: request.authBytes),
+              credentials.authorizationId.isEmpty || credentials.authorizationId == credentials.username else {
+            session.authenticationFailed(sequence)
+            respond(sequence, failed)
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        services.controlPlane.run(on: context.eventLoop) { db in
+            try APIKeys.authenticate(db, id: credentials.username, secret: credentials.password)
+        }.whenComplete { result in
+            let handler = bound.value
+            switch result {
+            case .success(let key):
+                handler.session.authenticationSucceeded(sequence, principal: .init(organizationID: key.orgID, apiKeyID: key.id))
+                handler.services.registry.authenticated(handler.id, apiKeyID: key.id)
+                handler.logger[metadataKey: "apiKey"] = "\(key.id)"
+                handler.respond(sequence, SaslAuthenticateResponse()
+                    .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+            case .failure(let error):
+                handler.logger.notice("authentication failed", metadata: ["reason": "\(error)"])
+                handler.session.authenticationFailed(sequence)
+                handler.respond(sequence, failed)
+            }
+        }
+    }
+
+    // MARK: Responses
+
+    private func respond(_ sequence: SessionStateMachine.RequestSequence, _ response: ByteBuffer?) {
+        apply(session.responseReady(sequence, response: response))
+    }
+
+    private func apply(_ actions: [SessionStateMachine.Action]) {
+        guard let context else { return }
+        var wrote = false
+        for action in actions {
+            switch action {
+            case .write(let buffer):
+                context.write(wrapOutboundOut(buffer), promise: nil)
+                wrote = true
+            case .resumeReading:
+                resumeReadingIfPossible()
+            case .close:
+                if wrote { context.flush() }
+                wrote = false
+                context.close(promise: nil)
+            }
+        }
+        if wrote { context.flush() }
+    }
+}

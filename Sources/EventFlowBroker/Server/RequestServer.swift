@@ -1,0 +1,352 @@
+import EventFlowProtocol
+import EventFlowStorage
+import Foundation
+import Logging
+import NIOCore
+
+/// Serves the authenticated APIs of one connection: each method turns a request into the
+/// future of its response body. Database work runs on the control plane; produced batches go
+/// to the batcher. Results complete on the connection's event loop.
+struct RequestServer {
+    var services: BrokerServices
+    var principal: SessionStateMachine.Principal
+    var eventLoop: any EventLoop
+    var logger: Logger
+
+    private var organizationID: UUID { principal.organizationID }
+    private var nodeID: Int32 { services.configuration.nodeID }
+
+    // MARK: Metadata
+
+    func metadata(_ request: MetadataRequest) -> EventLoopFuture<MetadataResponse> {
+        let organizationID = organizationID
+        let nodeID = nodeID
+        let advertised = services.advertised.withLockedValue { $0 }
+        let clusterID = services.configuration.clusterID
+        return services.controlPlane.run(on: eventLoop) { db -> [(name: String, partitions: Int32)] in
+            try db.query("SELECT name, partitions FROM event_streams WHERE org_id = $1 AND is_active ORDER BY name",
+                         [organizationID.uuidString]).compactMap { row in
+                guard let name = row["name"], let partitions = row["partitions"].flatMap({ Int32($0) }) else { return nil }
+                return (name, partitions)
+            }
+        }.map { streams in
+            let byName = Dictionary(streams.map { ($0.name, $0.partitions) }, uniquingKeysWith: { first, _ in first })
+            let names = request.topics ?? streams.map(\.name)
+            let topics = names.map { name -> MetadataResponse.Topic in
+                guard let count = byName[name] else {
+                    return MetadataResponse.Topic(errorCode: .unknownTopicOrPartition, name: name, partitions: [])
+                }
+                return MetadataResponse.Topic(name: name, partitions: (0..<count).map { index in
+                    MetadataResponse.Partition(partitionIndex: index, leaderId: nodeID, leaderEpoch: 0,
+                                               replicaNodes: [nodeID], isrNodes: [nodeID])
+                })
+            }
+            return MetadataResponse(brokers: [.init(nodeId: nodeID, host: advertised.host, port: advertised.port)],
+                                    clusterId: clusterID, controllerId: nodeID, topics: topics)
+        }
+    }
+
+    // MARK: Topics
+
+    private struct ValidateOnlyRollback: Error {}
+
+    func createTopics(_ request: CreateTopicsRequest) -> EventLoopFuture<CreateTopicsResponse> {
+        let organizationID = organizationID
+        let configuration = services.configuration
+        let streams = services.streams
+        return services.controlPlane.run(on: eventLoop) { db -> CreateTopicsResponse in
+            let org = try Organizations.find(db, organizationID.uuidString)
+            let results = request.topics.map { topic -> CreateTopicsResponse.TopicResult in
+                let plan: (partitions: Int, retentionHours: Int)
+                switch Self.plan(topic, configuration: configuration) {
+                case .success(let value): plan = value
+                case .failure(let refusal): return .init(name: topic.name, errorCode: refusal.code, errorMessage: refusal.message)
+                }
+                do {
+                    if request.validateOnly {
+                        do {
+                            try db.transaction {
+                                _ = try Streams.create(db, org: org, name: topic.name, partitions: plan.partitions,
+                                                       retentionHours: plan.retentionHours)
+                                throw ValidateOnlyRollback()
+                            }
+                        } catch is ValidateOnlyRollback {}
+                    } else {
+                        _ = try Streams.create(db, org: org, name: topic.name, partitions: plan.partitions,
+                                               retentionHours: plan.retentionHours)
+                    }
+                    return .init(name: topic.name)
+                } catch let error as TenancyError {
+                    let code: ErrorCode
+                    switch error {
+                    case .invalidName: code = .invalidTopicException
+                    case .duplicateStream, .deletedStreamNameReserved: code = .topicAlreadyExists
+                    case .invalidPartitions: code = .invalidPartitions
+                    case .invalidRetention: code = .invalidConfig
+                    default: code = .unknownServerError
+                    }
+                    return .init(name: topic.name, errorCode: code, errorMessage: error.description)
+                } catch {
+                    return .init(name: topic.name, errorCode: .unknownServerError, errorMessage: "\(error)")
+                }
+            }
+            streams.invalidate(organizationID: organizationID)
+            return CreateTopicsResponse(topics: results)
+        }
+    }
+
+    struct Refusal: Error {
+        var code: ErrorCode
+        var message: String
+    }
+
+    /// Partition count and retention for a CreateTopics entry, or why it is refused (topics.md).
+    static func plan(_ topic: CreateTopicsRequest.Topic, configuration: BrokerConfiguration) -> Result<(partitions: Int, retentionHours: Int), Refusal> {
+        var partitions = topic.numPartitions == -1 ? configuration.defaultPartitions : Int(topic.numPartitions)
+        if !topic.assignments.isEmpty {
+            guard topic.numPartitions == -1, topic.replicationFactor == -1 else {
+                return .failure(Refusal(code: .invalidRequest, message: "give either assignments or numPartitions/replicationFactor"))
+            }
+            guard topic.assignments.allSatisfy({ $0.brokerIds.allSatisfy { $0 == configuration.nodeID } }) else {
+                return .failure(Refusal(code: .invalidReplicaAssignment, message: "this broker (node \(configuration.nodeID)) is the only node"))
+            }
+            partitions = topic.assignments.count
+        } else if topic.replicationFactor != -1 && topic.replicationFactor != 1 {
+            return .failure(Refusal(code: .invalidReplicationFactor, message: "the replication factor must be 1 or -1"))
+        }
+        guard (1...Streams.partitionsMax).contains(partitions) else {
+            return .failure(Refusal(code: .invalidPartitions, message: "partitions must be 1...\(Streams.partitionsMax)"))
+        }
+        var retentionHours = Streams.defaultRetentionHours
+        for config in topic.configs {
+            switch config.name {
+            case "retention.ms":
+                guard let value = config.value else { continue }
+                guard let milliseconds = Int64(value), milliseconds > 0 else {
+                    return .failure(Refusal(code: .invalidConfig, message: "retention.ms must be a positive number of milliseconds"))
+                }
+                retentionHours = Int(min((milliseconds + 3_599_999) / 3_600_000, Int64(Int32.max)))
+            case "cleanup.policy":
+                guard config.value == nil || config.value == "delete" else {
+                    return .failure(Refusal(code: .invalidConfig, message: "only cleanup.policy=delete is supported"))
+                }
+            case "max.message.bytes", "compression.type":
+                continue
+            default:
+                return .failure(Refusal(code: .invalidConfig, message: "unknown config \(config.name)"))
+            }
+        }
+        return .success((partitions, retentionHours))
+    }
+
+    func deleteTopics(_ request: DeleteTopicsRequest) -> EventLoopFuture<DeleteTopicsResponse> {
+        let organizationID = organizationID
+        let streams = services.streams
+        return services.controlPlane.run(on: eventLoop) { db -> DeleteTopicsResponse in
+            let org = try Organizations.find(db, organizationID.uuidString)
+            let results = request.topicNames.map { name -> DeleteTopicsResponse.TopicResult in
+                do {
+                    try Streams.delete(db, org: org, name: name)
+                    return .init(name: name)
+                } catch is TenancyError {
+                    return .init(name: name, errorCode: .unknownTopicOrPartition)
+                } catch {
+                    return .init(name: name, errorCode: .unknownServerError)
+                }
+            }
+            streams.invalidate(organizationID: organizationID)
+            return DeleteTopicsResponse(responses: results)
+        }
+    }
+
+    // MARK: Producers
+
+    func initProducerId(_ request: InitProducerIdRequest) -> EventLoopFuture<InitProducerIdResponse> {
+        guard request.transactionalId == nil else {
+            return eventLoop.makeSucceededFuture(InitProducerIdResponse(errorCode: .invalidRequest, producerId: -1, producerEpoch: -1))
+        }
+        let organizationID = organizationID
+        let logger = logger
+        return services.controlPlane.run(on: eventLoop) { db in
+            try ProducerIDs.allocate(db, organizationID: organizationID)
+        }.map { allocated in
+            InitProducerIdResponse(producerId: allocated.producerID, producerEpoch: allocated.epoch)
+        }.recover { error in
+            logger.error("InitProducerId failed", metadata: ["error": "\(error)"])
+            return InitProducerIdResponse(errorCode: .kafkaStorageError, producerId: -1, producerEpoch: -1)
+        }
+    }
+
+    /// Validates and hands the batches to the batcher once `previous` (the connection's earlier
+    /// produce) has; returns when this one's batches are accepted, and the response.
+    func produce(_ request: ProduceRequest, after previous: EventLoopFuture<Void>)
+        -> (accepted: EventLoopFuture<Void>, answered: EventLoopFuture<ProduceResponse>) {
+        let everyPartition: @Sendable (ErrorCode) -> ProduceResponse = { code in
+            ProduceResponse(responses: request.topicData.map { topic in
+                .init(name: topic.name, partitionResponses: topic.partitionData.map { .init(index: $0.index, errorCode: code, baseOffset: -1) })
+            })
+        }
+        if request.transactionalId != nil {
+            return (previous, eventLoop.makeSucceededFuture(everyPartition(.invalidRequest)))
+        }
+        guard let ackMode = AckMode(kafkaAcks: request.acks) else {
+            return (previous, eventLoop.makeSucceededFuture(everyPartition(.invalidRequiredAcks)))
+        }
+        let names = Array(Set(request.topicData.map(\.name)))
+        let organizationID = organizationID
+        let streams = services.streams
+        let eventLoop = eventLoop
+        let resolved = previous.flatMap { streams.resolve(names, organizationID: organizationID, on: eventLoop) }
+        let promise = eventLoop.makePromise(of: ProduceResponse.self)
+        let batcher = services.batcher
+        let accepted = resolved.map { streams -> Void in
+            let collector = ProduceCollector(request: request, ackMode: ackMode, promise: promise)
+            collector.start(streams: streams, batcher: batcher, eventLoop: eventLoop)
+        }
+        let logger = logger
+        accepted.whenFailure { error in
+            logger.error("stream lookup failed", metadata: ["error": "\(error)"])
+            promise.succeed(everyPartition(.kafkaStorageError))
+        }
+        return (accepted.recover { _ in }, promise.futureResult)
+    }
+}
+
+/// Gathers the outcomes of one Produce request's batches into its response (loop-confined).
+final class ProduceCollector {
+    private struct Slot {
+        var topic: Int
+        var partition: Int
+        var index: Int32
+        var remaining = 0
+        var baseOffset: Int64 = -1
+        var error: ErrorCode?
+    }
+
+    private let request: ProduceRequest
+    private let ackMode: AckMode
+    private let promise: EventLoopPromise<ProduceResponse>
+    private var slots: [Slot] = []
+    private var unanswered = 0
+    private var timeout: Scheduled<Void>?
+    private var done = false
+
+    init(request: ProduceRequest, ackMode: AckMode, promise: EventLoopPromise<ProduceResponse>) {
+        self.request = request
+        self.ackMode = ackMode
+        self.promise = promise
+    }
+
+    func start(streams: [String: ResolvedStream?], batcher: WriteAheadBatcher, eventLoop: any EventLoop) {
+        var seen: [String: [Int32: Int]] = [:]
+        var accepted: [(slot: Int, batches: [ValidatedBatch])] = []
+        for (topicIndex, topic) in request.topicData.enumerated() {
+            for (partitionIndex, data) in topic.partitionData.enumerated() {
+                let slotIndex = slots.count
+                slots.append(Slot(topic: topicIndex, partition: partitionIndex, index: data.index))
+                if let earlier = seen[topic.name]?[data.index] {
+                    // The same partition twice in one request: both are refused (produce.md).
+                    slots[earlier].error = .invalidRequest
+                    slots[slotIndex].error = .invalidRequest
+                    accepted.removeAll { $0.slot == earlier }
+                    continue
+                }
+                seen[topic.name, default: [:]][data.index] = slotIndex
+                guard let stream = streams[topic.name] ?? nil, data.index >= 0, data.index < stream.partitions else {
+                    slots[slotIndex].error = .unknownTopicOrPartition
+                    continue
+                }
+                switch Self.validate(data.records, partition: StreamPartition(streamID: stream.id, partition: data.index),
+                                     ackMode: ackMode, batcher: batcher) {
+                case .success(let batches): accepted.append((slotIndex, batches))
+                case .failure(let refusal): slots[slotIndex].error = refusal.code
+                }
+            }
+        }
+        for (slot, batches) in accepted { slots[slot].remaining = batches.count }
+        unanswered = ackMode == .none ? 0 : slots.filter { $0.error == nil && $0.remaining > 0 }.count
+        if ackMode == .durable, unanswered > 0 {
+            let bound = NIOLoopBound(self, eventLoop: eventLoop)
+            timeout = eventLoop.scheduleTask(in: .milliseconds(Int64(max(request.timeoutMs, 0)))) {
+                bound.value.timedOut()
+            }
+        }
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        for (slot, batches) in accepted {
+            for (position, batch) in batches.enumerated() {
+                batcher.accept(batch) { outcome in
+                    eventLoop.execute { bound.value.completed(slot: slot, position: position, outcome) }
+                }
+            }
+        }
+        finishIfAnswered()
+    }
+
+    /// The partition's batches, validated, or the error for the whole partition.
+    static func validate(_ records: ByteBuffer?, partition: StreamPartition, ackMode: AckMode,
+                         batcher: WriteAheadBatcher) -> Result<[ValidatedBatch], RequestServer.Refusal> {
+        guard let records, records.readableBytes > 0 else {
+            return .failure(.init(code: .invalidRecord, message: "no record batch"))
+        }
+        var sequence = RecordBatchSequence(records)
+        var batches: [ValidatedBatch] = []
+        do {
+            while let view = try sequence.next() {
+                let header = view.header
+                if header.attributes.isTransactional {
+                    return .failure(.init(code: .invalidRequest, message: "transactions are not supported"))
+                }
+                guard !header.attributes.isControl, header.recordCount > 0 else {
+                    return .failure(.init(code: .invalidRecord, message: "control batch or no records"))
+                }
+                let producer = header.producerId >= 0
+                    ? ProducerBatchInfo(producerID: header.producerId, epoch: header.producerEpoch, baseSequence: header.baseSequence)
+                    : nil
+                batches.append(ValidatedBatch(partition: partition, recordCount: header.recordCount, bytes: view.bytes,
+                                              producer: producer, ackMode: ackMode, token: batcher.makeToken()))
+            }
+        } catch let error as ProtocolError {
+            let intactButRefused = error.kind == .compression || error.field == "RecordBatch.magic"
+            return .failure(.init(code: intactButRefused ? .invalidRecord : .corruptMessage, message: "\(error)"))
+        } catch {
+            return .failure(.init(code: .corruptMessage, message: "\(error)"))
+        }
+        return .success(batches)
+    }
+
+    private func completed(slot: Int, position: Int, _ outcome: BatchOutcome) {
+        guard !done, slots[slot].remaining > 0 else { return }
+        switch outcome {
+        case .stored(let baseOffset):
+            if position == 0 { slots[slot].baseOffset = baseOffset }
+        case .failed(let code):
+            if slots[slot].error == nil { slots[slot].error = code }
+        }
+        slots[slot].remaining -= 1
+        if slots[slot].remaining == 0 { unanswered -= 1 }
+        finishIfAnswered()
+    }
+
+    private func timedOut() {
+        guard !done else { return }
+        for index in slots.indices where slots[index].remaining > 0 && slots[index].error == nil {
+            slots[index].error = .requestTimedOut
+        }
+        unanswered = 0
+        finishIfAnswered()
+    }
+
+    private func finishIfAnswered() {
+        guard !done, unanswered == 0 else { return }
+        done = true
+        timeout?.cancel()
+        var responses = request.topicData.map { ProduceResponse.TopicResponse(name: $0.name, partitionResponses: []) }
+        for slot in slots {
+            let failed = slot.error != nil
+            responses[slot.topic].partitionResponses.append(.init(
+                index: slot.index, errorCode: slot.error ?? .noError, baseOffset: failed ? -1 : slot.baseOffset,
+                logStartOffset: failed ? -1 : 0))
+        }
+        promise.succeed(ProduceResponse(responses: responses))
+    }
+}

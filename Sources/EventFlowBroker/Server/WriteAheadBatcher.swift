@@ -1,0 +1,215 @@
+import EventFlowProtocol
+import EventFlowStorage
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// How a produced batch ended, as the connection answers it.
+public enum BatchOutcome: Hashable, Sendable {
+    case stored(baseOffset: Int64)
+    case failed(ErrorCode)
+}
+
+/// Runs the `GroupCommit` machine for the whole broker: connections hand it validated batches
+/// from any event loop, it performs the machine's actions (flushes on the log writer thread,
+/// linger timers, answers, backpressure).
+///
+/// The machine sits behind a lock: `accept` is short and allocation-free apart from the buffer
+/// append, so contention stays small, and no event-loop hop is needed per batch.
+public final class WriteAheadBatcher: Sendable {
+    public typealias Completion = @Sendable (BatchOutcome) -> Void
+
+    private struct State {
+        var machine: GroupCommit
+        var waiters: [RequestToken: Completion] = [:]
+        var drainPromises: [EventLoopPromise<Void>] = []
+        var isDrained = false
+        /// The last flush failed for lack of a database connection (answered NOT_ENOUGH_REPLICAS).
+        var lastFailureWasConnectivity = false
+        var highWatermarks: [StreamPartition: Int64] = [:]
+    }
+
+    private let state: NIOLockedValueBox<State>
+    private let nextToken = NIOLockedValueBox<UInt64>(1)
+    private let timerLoop: any EventLoop
+    private let writer: LogWriterThread
+    private let logger: Logger
+    private let readingPaused = NIOLockedValueBox(false)
+    private let pauseObserver = NIOLockedValueBox<(@Sendable (Bool) -> Void)?>(nil)
+
+    public init(configuration: GroupCommit.Configuration, writer: LogWriterThread, timerLoop: any EventLoop, logger: Logger) {
+        self.state = NIOLockedValueBox(State(machine: GroupCommit(configuration: configuration)))
+        self.writer = writer
+        self.timerLoop = timerLoop
+        self.logger = logger
+    }
+
+    /// Seeds offsets and idempotence state read back from the log (see `EventBatchLog`).
+    public func startup(nextOffsets: [StreamPartition: Int64], producerBatches: [StoredProducerBatch]) {
+        let restored = producerBatches.map { stored in
+            ProducerIdempotence.RestoredBatch(
+                producerID: stored.producerID, epoch: stored.producerEpoch,
+                partition: StreamPartition(streamID: stored.streamID, partition: stored.partition),
+                baseSequence: stored.baseSequence,
+                lastSequence: ProducerIdempotence.lastSequence(baseSequence: stored.baseSequence, recordCount: stored.recordCount),
+                baseOffset: stored.baseOffset)
+        }
+        state.withLockedValue { $0.machine.startup(nextOffsets: nextOffsets, producerState: restored) }
+    }
+
+    public func isRegistered(_ partition: StreamPartition) -> Bool {
+        state.withLockedValue { $0.machine.nextOffset(of: partition) != nil }
+    }
+
+    public func addPartitions(_ nextOffsets: [StreamPartition: Int64]) {
+        state.withLockedValue { $0.machine.addPartitions(nextOffsets) }
+    }
+
+    public func highWatermark(of partition: StreamPartition) -> Int64? {
+        state.withLockedValue { $0.machine.highWatermark(of: partition) }
+    }
+
+    public var isReadingPaused: Bool { readingPaused.withLockedValue { $0 } }
+
+    /// Called (from any thread) whenever reading should pause (true) or resume (false).
+    public func onReadingPausedChanged(_ observer: @escaping @Sendable (Bool) -> Void) {
+        pauseObserver.withLockedValue { $0 = observer }
+    }
+
+    public func makeToken() -> RequestToken {
+        RequestToken(nextToken.withLockedValue { value in
+            defer { value += 1 }
+            return value
+        })
+    }
+
+    /// Hands a validated batch to the machine; `completion` runs once (from any thread) unless
+    /// the batch's ack mode is `.none`.
+    public func accept(_ batch: ValidatedBatch, completion: @escaping Completion) {
+        let now = NIODeadline.now().uptimeNanoseconds
+        let actions = state.withLockedValue { state -> [GroupCommit.Action] in
+            if batch.ackMode != .none { state.waiters[batch.token] = completion }
+            return state.machine.accept(batch, now: now)
+        }
+        perform(actions)
+    }
+
+    /// Stops accepting, flushes what is buffered; the future completes once nothing is buffered.
+    public func drain() -> EventLoopFuture<Void> {
+        let promise = timerLoop.makePromise(of: Void.self)
+        let actions = state.withLockedValue { state -> [GroupCommit.Action] in
+            if state.isDrained {
+                promise.succeed(())
+                return []
+            }
+            state.drainPromises.append(promise)
+            return state.machine.drain()
+        }
+        perform(actions)
+        return promise.futureResult
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [GroupCommit.Action]) {
+        for action in actions {
+            switch action {
+            case .ackNow(let token, let baseOffset), .ackDurable(let token, let baseOffset):
+                answer(token, .stored(baseOffset: baseOffset))
+            case .fail(let token, let failure):
+                let code: ErrorCode
+                switch failure {
+                case .flushFailed, .earlierFlushFailed:
+                    code = state.withLockedValue { $0.lastFailureWasConnectivity } ? .notEnoughReplicas : failure.errorCode
+                default:
+                    code = failure.errorCode
+                }
+                answer(token, .failed(code))
+            case .flushNow(let flush):
+                write(flush)
+            case .scheduleLinger(let deadline):
+                timerLoop.scheduleTask(deadline: .uptimeNanoseconds(deadline)) { [self] in
+                    let now = NIODeadline.now().uptimeNanoseconds
+                    perform(state.withLockedValue { $0.machine.timerFired(now: now) })
+                }
+            case .highWatermarksAdvanced(let advanced):
+                state.withLockedValue { $0.highWatermarks.merge(advanced) { _, new in new } }
+            case .pauseReading:
+                setReadingPaused(true)
+            case .resumeReading:
+                setReadingPaused(false)
+            case .drained:
+                let promises = state.withLockedValue { state -> [EventLoopPromise<Void>] in
+                    state.isDrained = true
+                    defer { state.drainPromises.removeAll() }
+                    return state.drainPromises
+                }
+                for promise in promises { promise.succeed(()) }
+            }
+        }
+    }
+
+    private func answer(_ token: RequestToken, _ outcome: BatchOutcome) {
+        let waiter = state.withLockedValue { $0.waiters.removeValue(forKey: token) }
+        waiter?(outcome)
+    }
+
+    private func setReadingPaused(_ paused: Bool) {
+        readingPaused.withLockedValue { $0 = paused }
+        logger.debug(paused ? "batcher full: pausing socket reads" : "batcher drained: resuming socket reads")
+        pauseObserver.withLockedValue { $0 }?(paused)
+    }
+
+    private func write(_ flush: GroupCommit.Flush) {
+        let logger = logger
+        writer.submit({ db in
+            try EventBatchLog.write(db, Self.copy(of: flush))
+        }, completion: { [self] result in
+            let now = NIODeadline.now().uptimeNanoseconds
+            let actions = state.withLockedValue { state -> [GroupCommit.Action] in
+                switch result {
+                case .success:
+                    state.lastFailureWasConnectivity = false
+                    return state.machine.flushSucceeded(flush.id, now: now)
+                case .failure(let error):
+                    state.lastFailureWasConnectivity = (error as? DatabaseError)?.isConnectionFailure ?? false
+                    return state.machine.flushFailed(flush.id)
+                }
+            }
+            if case .failure(let error) = result {
+                logger.error("flush failed; its produces get a retriable error", metadata: [
+                    "flush": "\(flush.id)", "batches": "\(flush.batches.count)", "error": "\(error)",
+                ])
+            }
+            perform(actions)
+        })
+    }
+
+    /// The flush as binary COPY rows: header columns read from each batch, the batch bytes
+    /// copied once with the assigned base offset.
+    static func copy(of flush: GroupCommit.Flush) -> EventBatchCopy {
+        var copy = EventBatchCopy(createdAt: Date(), capacity: flush.byteCount + flush.batches.count * 128 + 64)
+        for batch in flush.batches {
+            let received = batch.receivedBytes
+            let header = try? RecordBatchHeader(parsing: received, at: received.readerIndex)
+            let row = EventBatchRow(
+                streamID: batch.partition.streamID, partition: batch.partition.partition,
+                baseOffset: batch.baseOffset, lastOffset: batch.lastOffset, recordCount: batch.recordCount,
+                firstTimestampMilliseconds: header?.baseTimestamp ?? 0, maxTimestampMilliseconds: header?.maxTimestamp ?? 0,
+                codec: header?.attributes.compressionBits ?? 0,
+                producerID: batch.producer?.producerID ?? -1, producerEpoch: batch.producer?.epoch ?? -1,
+                baseSequence: batch.producer?.baseSequence ?? -1)
+            copy.append(row, batchByteCount: batch.byteCount) { destination in
+                // The stored batch is the received one with the assigned base offset (not covered by the CRC).
+                let offsetBytes = MemoryLayout<Int64>.size
+                destination.storeBytes(of: batch.baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
+                received.withUnsafeReadableBytes { source in
+                    UnsafeMutableRawBufferPointer(rebasing: destination[offsetBytes...])
+                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offsetBytes...]))
+                }
+            }
+        }
+        return copy
+    }
+}
