@@ -62,6 +62,7 @@ public final class EventFlowProducer: Service, Sendable {
     private struct State {
         var accumulator: RecordAccumulator
         var lifecycle: Lifecycle = .idle
+        var started = false
         var inflightRequests = 0
         var flushRequests = 0
         var flushWaiters: [CheckedContinuation<Void, Never>] = []
@@ -182,7 +183,7 @@ public final class EventFlowProducer: Service, Sendable {
         triggerGracefulShutdown()
         await withCheckedContinuation { continuation in
             let done = state.withLock { state -> Bool in
-                if state.lifecycle == .finished || state.lifecycle == .idle { return true }
+                if state.lifecycle == .finished || !state.started { return true }
                 state.finishWaiters.append(continuation)
                 return false
             }
@@ -193,7 +194,8 @@ public final class EventFlowProducer: Service, Sendable {
     /// Stops accepting records; `run()` returns once everything buffered is acknowledged or failed.
     public func triggerGracefulShutdown() {
         state.withLock { state in
-            if state.lifecycle == .running { state.lifecycle = .draining }
+            // Before run() starts too: run() then sends what is buffered and returns.
+            if state.lifecycle == .running || state.lifecycle == .idle { state.lifecycle = .draining }
         }
         wakeContinuation.yield()
     }
@@ -202,8 +204,9 @@ public final class EventFlowProducer: Service, Sendable {
 
     public func run() async throws {
         let started = state.withLock { state -> Bool in
-            guard state.lifecycle == .idle else { return false }
-            state.lifecycle = .running
+            guard !state.started else { return false }
+            state.started = true
+            if state.lifecycle == .idle { state.lifecycle = .running }
             return true
         }
         guard started else { throw ProducerError.invalidConfiguration("run() may be called only once") }
