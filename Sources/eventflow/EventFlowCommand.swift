@@ -9,7 +9,7 @@ struct EventFlowCommand: AsyncParsableCommand {
         commandName: "eventflow",
         abstract: "EventFlow: an event broker that keeps its log in PostgreSQL.",
         subcommands: [
-            Serve.self, Migrate.self, OrgCommand.self, UserCommand.self, APIKeyCommand.self, StreamCommand.self,
+            Serve.self, Migrate.self, OrgCommand.self, UserCommand.self, APIKeyCommand.self, StreamCommand.self, ProduceCommand.self,
         ]
     )
 }
