@@ -172,3 +172,8 @@ public final class Broker: Sendable {
         logger.info("broker stopped", metadata: ["openConnections": "\(services.registry.count)"])
     }
 }
+
+extension Broker {
+    /// The shared services, for tests that look inside.
+    var servicesForTests: BrokerServices { services }
+}

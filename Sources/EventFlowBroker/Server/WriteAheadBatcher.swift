@@ -213,3 +213,10 @@ public final class WriteAheadBatcher: Sendable {
         return copy
     }
 }
+
+extension WriteAheadBatcher {
+    /// The offset the next accepted batch of `partition` gets.
+    public func nextOffset(of partition: StreamPartition) -> Int64? {
+        state.withLockedValue { $0.machine.nextOffset(of: partition) }
+    }
+}
