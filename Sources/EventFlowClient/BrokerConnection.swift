@@ -202,8 +202,15 @@ public final class BrokerConnection: Sendable {
         var connection = BrokerConnection(address: address, channel: channel, versions: [.apiVersions: 0],
                                           clientID: configuration.clientID, requestTimeout: timeout,
                                           inflightRequestsMax: configuration.inflightRequestsMax)
-        do {
-            let versions = try await connection.negotiateVersions()
+        do throws(ProducerError) {
+            let versions: [APIKey: Int16]
+            do throws(ProducerError) {
+                versions = try await connection.negotiateVersions()
+            } catch .connection(let detail) {
+                // The first answer unreadable usually means one side speaks TLS and the other does not.
+                let hint = if case .plaintext = configuration.security { "is the broker using TLS?" } else { "is the broker plaintext?" }
+                throw ProducerError.connection("\(address): no Kafka answer to ApiVersions (\(hint)): \(detail)")
+            }
             connection = BrokerConnection(address: address, channel: channel, versions: versions,
                                           clientID: configuration.clientID, requestTimeout: timeout,
                                           inflightRequestsMax: configuration.inflightRequestsMax)
