@@ -163,8 +163,13 @@ public final class WriteAheadBatcher: Sendable {
 
     private func write(_ flush: GroupCommit.Flush) {
         let logger = logger
+        let url = writer.url
         writer.submit({ db in
-            try EventBatchLog.write(db, Self.copy(of: flush))
+            do {
+                try EventBatchLog.write(db, Self.copy(of: flush))
+            } catch let unknown as CommitOutcomeUnknown {
+                try Self.resolve(unknown, of: flush, url: url, logger: logger)
+            }
         }, completion: { [self] result in
             let now = NIODeadline.now().uptimeNanoseconds
             let actions = state.withLockedValue { state -> [GroupCommit.Action] in
@@ -184,6 +189,34 @@ public final class WriteAheadBatcher: Sendable {
             }
             perform(actions)
         })
+    }
+
+    /// Bound on how long the writer waits for the database to learn an unknown COMMIT outcome.
+    static let commitResolutionMilliseconds = 60_000
+
+    /// After the connection broke during COMMIT, waits for the database and looks whether the
+    /// flush's first batch is stored: returns if it committed, throws if it did not. Failing it
+    /// back without knowing could store its offsets twice (the retry would reuse them).
+    static func resolve(_ unknown: CommitOutcomeUnknown, of flush: GroupCommit.Flush, url: String, logger: Logger) throws {
+        guard let first = flush.batches.first else { return }
+        logger.warning("connection lost during COMMIT; checking whether the flush is stored", metadata: ["flush": "\(flush.id)"])
+        var waitedMilliseconds = 0
+        var delayMilliseconds = 50
+        while waitedMilliseconds < commitResolutionMilliseconds {
+            Thread.sleep(forTimeInterval: Double(delayMilliseconds) / 1000)
+            waitedMilliseconds += delayMilliseconds
+            delayMilliseconds = min(delayMilliseconds * 2, 1000)
+            guard let db = try? PostgresConnection(url: url) else { continue }
+            defer { db.close() }
+            guard let stored = try? EventBatchLog.containsBatch(db, streamID: first.partition.streamID,
+                                                                partition: first.partition.partition,
+                                                                baseOffset: first.baseOffset) else { continue }
+            logger.notice("COMMIT outcome resolved", metadata: ["flush": "\(flush.id)", "stored": "\(stored)"])
+            if stored { return }
+            throw unknown.underlying
+        }
+        logger.error("COMMIT outcome still unknown; failing the flush back", metadata: ["flush": "\(flush.id)"])
+        throw unknown.underlying
     }
 
     /// The flush as binary COPY rows: header columns read from each batch, the batch bytes

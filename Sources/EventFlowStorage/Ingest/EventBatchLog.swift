@@ -82,6 +82,12 @@ public struct EventBatchCopy: Sendable {
     public var encodedByteCount: Int { encoder.bytes.count }
 }
 
+/// The connection broke while COMMIT was in flight: the flush may or may not be stored.
+public struct CommitOutcomeUnknown: Error, CustomStringConvertible {
+    public var underlying: DatabaseError
+    public var description: String { "COMMIT outcome unknown: \(underlying)" }
+}
+
 /// One committed batch of an idempotent producer, as read back at startup.
 public struct StoredProducerBatch: Hashable, Sendable {
     public var producerID: Int64
@@ -112,6 +118,7 @@ public enum EventBatchLog {
 
     /// Writes one flush in one transaction: BEGIN; COPY into the day's partition; COMMIT.
     /// A missing partition (maintenance behind the clock) is created and the flush retried once.
+    /// Throws `CommitOutcomeUnknown` when the connection broke while COMMIT was in flight.
     public static func write(_ db: PostgresConnection, _ copy: EventBatchCopy) throws {
         guard copy.rowCount > 0 else { return }
         let data = copy.finishedBytes()
@@ -126,11 +133,29 @@ public enum EventBatchLog {
     }
 
     private static func copyInTransaction(_ db: PostgresConnection, sql: String, data: [UInt8]) throws {
-        try db.transaction {
+        try db.execute("BEGIN")
+        do {
             try db.copyIn(sql) { send in
                 try data.withUnsafeBytes { try send($0) }
             }
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
         }
+        do {
+            try db.execute("COMMIT")
+        } catch let error as DatabaseError where error.isConnectionFailure {
+            // The server may have committed before the connection broke: only a look at the
+            // table can tell (see `containsBatch`).
+            throw CommitOutcomeUnknown(underlying: error)
+        }
+    }
+
+    /// Whether the batch starting at `baseOffset` is stored: after an unknown COMMIT outcome,
+    /// the first batch of the flush tells whether the whole transaction committed.
+    public static func containsBatch(_ db: PostgresConnection, streamID: UUID, partition: Int32, baseOffset: Int64) throws -> Bool {
+        try !db.query("SELECT 1 FROM event_batches WHERE stream_id = $1 AND partition = $2 AND base_offset = $3 LIMIT 1",
+                      [streamID.uuidString, String(partition), String(baseOffset)]).isEmpty
     }
 
     /// Next offset (max(last_offset) + 1, or 0) of every partition of the active streams, or of

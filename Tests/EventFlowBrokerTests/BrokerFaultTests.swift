@@ -1,0 +1,96 @@
+@testable import EventFlowBroker
+import EventFlowProtocol
+import EventFlowStorage
+import EventFlowTestSupport
+import Foundation
+import Logging
+import NIOCore
+import Testing
+
+/// Faults on the ingest path: the database going away, and a full batcher.
+@Suite struct BrokerFaultTests {
+    @Test func databaseOutageMidStreamLosesNoAcknowledgedBatchAndStoresNoneTwice() async throws {
+        // The outage: every connection of the broker is killed and new ones are refused until
+        // the database allows connections again. (Stopping the shared cluster would break the
+        // other tests, and a restarted private cluster cannot reclaim its port while the killed
+        // connections sit in TIME_WAIT.)
+        let harness = try await BrokerHarness.start(partitions: 1)
+        let databaseName = try #require(harness.databaseURL.split(separator: "/").last?.split(separator: "?").first.map(String.init))
+        let admin = try PostgresConnection(url: try TestCluster.cluster().url(database: "postgres"))
+        defer { admin.close() }
+        let quoted = PostgresConnection.quoteIdentifier(databaseName)
+
+        let connection = try await harness.authenticatedConnection()
+        let (_, producer) = try await connection.call(InitProducerIdRequest(transactionTimeoutMs: 60_000), version: 1)
+        let batchesTotal = 40
+        var acknowledged: [Int64] = []
+        var retriableErrors = 0
+        var sequence: Int32 = 0
+        var outage = false
+        while acknowledged.count < batchesTotal {
+            if acknowledged.count == 15 && !outage && retriableErrors == 0 {
+                try admin.execute("ALTER DATABASE \(quoted) WITH ALLOW_CONNECTIONS false")
+                try admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [databaseName])
+                outage = true
+            }
+            if retriableErrors == 5 && outage {
+                try admin.execute("ALTER DATABASE \(quoted) WITH ALLOW_CONNECTIONS true")
+                outage = false
+            }
+            let batch = try producedBatch(count: 3, producerID: producer.producerId, epoch: producer.producerEpoch,
+                                          baseSequence: sequence)
+            let (_, response) = try await connection.call(produceRequest(topic: "orders", batch: batch), version: 7)
+            let answer = try #require(response.responses.first?.partitionResponses.first)
+            if answer.errorCode == .noError {
+                acknowledged.append(answer.baseOffset)
+                sequence += 3
+            } else {
+                // The same batch is sent again, as an idempotent producer does.
+                #expect(answer.errorCode.isRetriable, "\(answer.errorCode) must be retriable")
+                retriableErrors += 1
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        #expect(retriableErrors >= 5)
+        #expect(acknowledged == (0..<batchesTotal).map { Int64($0 * 3) })
+
+        let db = try harness.database()
+        defer { db.close() }
+        #expect(try storedRows(db, streamID: harness.stream.id).map(\.baseOffset) == acknowledged)
+        await connection.close()
+        await harness.broker.shutdown()
+    }
+
+    @Test func fullBatcherPausesReadingAndAnswersEveryRequest() async throws {
+        // Memory for a handful of batches only; the linger holds them until the byte target.
+        let harness = try await BrokerHarness.start(partitions: 1, groupCommit: .init(
+            flushBytesTarget: 2048, lingerMilliseconds: 50, memoryBytesMax: 4096))
+        let connection = try await harness.authenticatedConnection()
+        let requests = 200
+        var sent: [Int32] = []
+        for _ in 0..<requests {
+            sent.append(try await connection.send(produceRequest(topic: "orders", batch: try producedBatch(count: 2)), version: 7))
+        }
+        var answered: [Int32] = []
+        var stored = 0
+        var refused = 0
+        for _ in 0..<requests {
+            let (id, response) = try await connection.receive(ProduceResponse.self, version: 7)
+            answered.append(id)
+            switch response.responses.first?.partitionResponses.first?.errorCode {
+            case .noError?: stored += 1
+            case .requestTimedOut?: refused += 1
+            default: Issue.record("unexpected answer \(response)")
+            }
+        }
+        #expect(answered == sent)
+        #expect(stored + refused == requests)
+        let db = try harness.database()
+        defer { db.close() }
+        let rows = try storedRows(db, streamID: harness.stream.id)
+        #expect(rows.count == stored)
+        #expect(rows.map(\.baseOffset) == (0..<stored).map { Int64($0 * 2) })
+        await connection.close()
+        await harness.broker.shutdown()
+    }
+}
