@@ -93,4 +93,24 @@ import Testing
         await connection.close()
         await harness.broker.shutdown()
     }
+
+    @Test func connectionsBeyondTheBoundAreClosedAndOthersKeepWorking() async throws {
+        let harness = try await BrokerHarness.start(connectionsMax: 2)
+        let first = try await harness.authenticatedConnection()
+        let second = try await harness.authenticatedConnection()
+        let third = try await TestConnection.connect(port: harness.broker.port, caPath: harness.certificates.certificateAuthority)
+        _ = try? await third.send(ApiVersionsRequest(), version: 2)
+        #expect(await third.receiveFrame() == nil)
+        let (_, metadata) = try await second.call(MetadataRequest(topics: nil), version: 1)
+        #expect(metadata.topics.map(\.name) == ["orders"])
+        // A closed connection frees its place.
+        await first.close()
+        #expect(try await eventually { harness.broker.servicesForTests.registry.count == 1 })
+        let fourth = try await harness.authenticatedConnection()
+        let (_, again) = try await fourth.call(MetadataRequest(topics: nil), version: 1)
+        #expect(again.topics.map(\.name) == ["orders"])
+        await second.close()
+        await fourth.close()
+        await harness.broker.shutdown()
+    }
 }

@@ -21,7 +21,7 @@ final class BrokerHarness: Sendable {
 
     static func start(partitions: Int = 2,
                       groupCommit: GroupCommit.Configuration = .init(flushBytesTarget: 1 << 20, lingerMilliseconds: 2),
-                      frameBytesMax: Int = 1 << 20, inflightRequestsMax: Int = 64,
+                      frameBytesMax: Int = 1 << 20, inflightRequestsMax: Int = 64, connectionsMax: Int = 100,
                       revocationCheckMilliseconds: Int64 = 200) async throws -> BrokerHarness {
         let url = try TestCluster.freshDatabase()
         let db = try PostgresConnection(url: url)
@@ -34,7 +34,7 @@ final class BrokerHarness: Sendable {
         var configuration = BrokerConfiguration(
             host: "127.0.0.1", port: 0,
             transport: .tls(certificateChainPath: certificates.certificateChain, privateKeyPath: certificates.privateKey),
-            frameBytesMax: frameBytesMax, inflightRequestsMax: inflightRequestsMax, groupCommit: groupCommit,
+            frameBytesMax: frameBytesMax, connectionsMax: connectionsMax, inflightRequestsMax: inflightRequestsMax, groupCommit: groupCommit,
             revocationCheckMilliseconds: revocationCheckMilliseconds, shutdownGraceMilliseconds: 5000, eventLoopThreads: 1)
         configuration.clusterID = "test"
         var logger = Logger(label: "test.broker")
