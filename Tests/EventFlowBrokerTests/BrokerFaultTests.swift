@@ -1,6 +1,6 @@
 @testable import EventFlowBroker
 import EventFlowProtocol
-import EventFlowStorage
+@testable import EventFlowStorage
 import EventFlowTestSupport
 import Foundation
 import Logging
@@ -9,33 +9,25 @@ import Testing
 
 /// Faults on the ingest path: the database going away, and a full batcher.
 @Suite struct BrokerFaultTests {
-    @Test func databaseOutageMidStreamLosesNoAcknowledgedBatchAndStoresNoneTwice() async throws {
-        // The outage: every connection of the broker is killed and new ones are refused until
-        // the database allows connections again. (Stopping the shared cluster would break the
-        // other tests, and a restarted private cluster cannot reclaim its port while the killed
-        // connections sit in TIME_WAIT.)
-        let harness = try await BrokerHarness.start(partitions: 1)
-        let databaseName = try #require(harness.databaseURL.split(separator: "/").last?.split(separator: "?").first.map(String.init))
-        let admin = try PostgresConnection(url: try TestCluster.cluster().url(database: "postgres"))
-        defer { admin.close() }
-        let quoted = PostgresConnection.quoteIdentifier(databaseName)
-
-        let connection = try await harness.authenticatedConnection()
+    /// An idempotent producer sends 40 batches one at a time, resending a batch after a retriable
+    /// error; the outage begins after 15 acknowledged batches and ends after 5 retriable errors.
+    /// Returns the acknowledged base offsets.
+    private func produceAcrossOutage(_ connection: TestConnection, begin: () async throws -> Void,
+                                     end: () async throws -> Void) async throws -> [Int64] {
         let (_, producer) = try await connection.call(InitProducerIdRequest(transactionTimeoutMs: 60_000), version: 1)
         let batchesTotal = 40
         var acknowledged: [Int64] = []
         var retriableErrors = 0
         var sequence: Int32 = 0
-        var outage = false
+        var phase = 0
         while acknowledged.count < batchesTotal {
-            if acknowledged.count == 15 && !outage && retriableErrors == 0 {
-                try admin.execute("ALTER DATABASE \(quoted) WITH ALLOW_CONNECTIONS false")
-                try admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [databaseName])
-                outage = true
+            if phase == 0 && acknowledged.count == 15 {
+                try await begin()
+                phase = 1
             }
-            if retriableErrors == 5 && outage {
-                try admin.execute("ALTER DATABASE \(quoted) WITH ALLOW_CONNECTIONS true")
-                outage = false
+            if phase == 1 && retriableErrors == 5 {
+                try await end()
+                phase = 2
             }
             let batch = try producedBatch(count: 3, producerID: producer.producerId, epoch: producer.producerEpoch,
                                           baseSequence: sequence)
@@ -53,7 +45,75 @@ import Testing
         }
         #expect(retriableErrors >= 5)
         #expect(acknowledged == (0..<batchesTotal).map { Int64($0 * 3) })
+        return acknowledged
+    }
 
+    /// pg_ctl on a private cluster, as its owner (the embedded cluster runs as `postgres` under root).
+    private func pgCtl(_ arguments: [String]) throws {
+        let tool = try EmbeddedPostgres.locateBinaries() + "/pg_ctl"
+        let result = geteuid() == 0
+            ? try Program.run("/usr/sbin/runuser", ["-u", "postgres", "--", "/usr/bin/setsid", "-w", tool] + arguments)
+            : try Program.run("/usr/bin/setsid", ["-w", tool] + arguments)
+        try #require(result.exitCode == 0, "pg_ctl \(arguments): \(result.output)")
+    }
+
+    @Test func postgresStoppedAndRestartedMidStreamLosesNoAcknowledgedBatch() async throws {
+        // A private cluster: this test stops and starts it.
+        let cluster = try EmbeddedPostgres(dataDirectory: TestCluster.temporaryDirectory("restart") + "/data")
+        let url = try cluster.start()
+        defer { try? cluster.stop() }
+        let port = try #require(cluster.port)
+        let db = try PostgresConnection(url: url)
+        try Migrator(directory: try Migrator.locateDirectory()).migrate(db)
+        try TimePartitions().ensure(db)
+        let org = try Organizations.create(db, name: "acme")
+        let key = try APIKeys.create(db, org: org, label: nil)
+        let stream = try Streams.create(db, org: org, name: "orders")
+        db.close()
+        let certificates = try DevelopmentCertificates.ensure(in: TestCluster.temporaryDirectory("tls"))
+        var logger = Logger(label: "test.restart")
+        logger.logLevel = .critical
+        let broker = try await Broker.start(configuration: BrokerConfiguration(
+            host: "127.0.0.1", port: 0,
+            transport: .tls(certificateChainPath: certificates.certificateChain, privateKeyPath: certificates.privateKey),
+            groupCommit: .init(flushBytesTarget: 1 << 20, lingerMilliseconds: 2), eventLoopThreads: 1),
+            databaseURL: url, logger: logger)
+        let connection = try await TestConnection.connect(port: broker.port, caPath: certificates.certificateAuthority)
+        _ = try await connection.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1)
+        _ = try await connection.call(SaslAuthenticateRequest(authBytes: SaslPlainCredentials(
+            username: key.key.id.uuidString, password: key.secret).encoded), version: 1)
+
+        let acknowledged = try await produceAcrossOutage(connection, begin: {
+            try pgCtl(["-D", cluster.clusterDirectory, "-m", "fast", "-w", "-t", "60", "stop"])
+        }, end: {
+            // Same port (the server sets SO_REUSEADDR), so the broker's URL stays valid.
+            try pgCtl(["-D", cluster.clusterDirectory, "-l", cluster.logFile, "-w", "-t", "60", "-o", "-p \(port)", "start"])
+        })
+        let check = try PostgresConnection(url: url)
+        defer { check.close() }
+        #expect(try storedRows(check, streamID: stream.id).map(\.baseOffset) == acknowledged)
+        await connection.close()
+        await broker.shutdown()
+    }
+
+    @Test func databaseOutageMidStreamLosesNoAcknowledgedBatchAndStoresNoneTwice() async throws {
+        // The outage: every connection of the broker is killed and new ones are refused until
+        // the database allows connections again. (Stopping the shared cluster would break the
+        // other tests, and a restarted private cluster cannot reclaim its port while the killed
+        // connections sit in TIME_WAIT.)
+        let harness = try await BrokerHarness.start(partitions: 1)
+        let databaseName = try #require(harness.databaseURL.split(separator: "/").last?.split(separator: "?").first.map(String.init))
+        let admin = try PostgresConnection(url: try TestCluster.cluster().url(database: "postgres"))
+        defer { admin.close() }
+        let quoted = PostgresConnection.quoteIdentifier(databaseName)
+
+        let connection = try await harness.authenticatedConnection()
+        let acknowledged = try await produceAcrossOutage(connection, begin: {
+            try admin.execute("ALTER DATABASE \(quoted) WITH ALLOW_CONNECTIONS false")
+            try admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [databaseName])
+        }, end: {
+            try admin.execute("ALTER DATABASE \(quoted) WITH ALLOW_CONNECTIONS true")
+        })
         let db = try harness.database()
         defer { db.close() }
         #expect(try storedRows(db, streamID: harness.stream.id).map(\.baseOffset) == acknowledged)
