@@ -266,4 +266,23 @@ import Testing
         defer { db.close() }
         #expect(try storedRows(db, streamID: harness.stream.id).count == 10)
     }
+
+    @Test func saslHandshakeVersionZeroTakesTheBarePlainMessage() async throws {
+        let harness = try await BrokerHarness.start()
+        let connection = try await TestConnection.connect(port: harness.broker.port, caPath: harness.certificates.certificateAuthority)
+        let (_, handshake) = try await connection.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 0)
+        #expect(handshake.mechanisms == ["PLAIN"])
+        try await connection.writeFrame(SaslPlainCredentials(username: harness.key.key.id.uuidString, password: harness.key.secret).encoded)
+        let success = await connection.receiveFrame()
+        #expect(success?.readableBytes == 0)
+        let (_, metadata) = try await connection.call(MetadataRequest(topics: nil), version: 1)
+        #expect(metadata.topics.map(\.name) == ["orders"])
+
+        let refused = try await TestConnection.connect(port: harness.broker.port, caPath: harness.certificates.certificateAuthority)
+        _ = try await refused.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 0)
+        try await refused.writeFrame(SaslPlainCredentials(username: harness.key.key.id.uuidString, password: "efs_wrong").encoded)
+        #expect(await refused.receiveFrame() == nil)
+        await connection.close()
+        await harness.broker.shutdown()
+    }
 }

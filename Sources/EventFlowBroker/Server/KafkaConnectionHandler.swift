@@ -24,6 +24,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     /// Produce requests accept their batches in arrival order (idempotent sequences depend on it),
     /// even when one of them waits for a stream lookup.
     private var produceChain: EventLoopFuture<Void>?
+    /// After SaslHandshake v0 the PLAIN message arrives as a bare frame without a request header.
+    private var expectsBareSaslToken = false
 
     init(services: BrokerServices, authentication: SessionStateMachine.Authentication) {
         self.services = services
@@ -118,6 +120,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     // MARK: Requests
 
     private func handle(frame: ByteBuffer) {
+        if expectsBareSaslToken {
+            expectsBareSaslToken = false
+            authenticateBareToken(frame)
+            return
+        }
         let decoded: DecodedRequest
         do {
             decoded = try KafkaRequest.decode(frame: frame)
@@ -144,6 +151,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         case .process(let sequence, let principal):
             serve(decoded, sequence: sequence, principal: principal)
         case .acceptSaslHandshake(let sequence):
+            expectsBareSaslToken = header.apiVersion == 0
             respond(sequence, SaslHandshakeResponse(mechanisms: SessionStateMachine.saslMechanisms)
                 .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
         case .authenticate(let sequence):
@@ -234,9 +242,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             let handler = bound.value
             switch result {
             case .success(let key):
-                handler.session.authenticationSucceeded(sequence, principal: .init(organizationID: key.orgID, apiKeyID: key.id))
-                handler.services.registry.authenticated(handler.id, apiKeyID: key.id)
-                handler.logger[metadataKey: "apiKey"] = "\(key.id)"
+                handler.authenticated(sequence, key: key)
                 handler.respond(sequence, SaslAuthenticateResponse()
                     .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
             case .failure(let error):
@@ -245,6 +251,44 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 handler.respond(sequence, failed)
             }
         }
+    }
+
+    /// SASL after a v0 handshake: the frame is the PLAIN message itself. Success is answered
+    /// with an empty frame, failure by closing (protocol/README.md §5).
+    private func authenticateBareToken(_ token: ByteBuffer) {
+        guard let context else { return }
+        let decision = session.requestReceived(.saslAuthenticate)
+        guard case .authenticate(let sequence) = decision.action else {
+            if case .answerErrorThenClose(let sequence, _) = decision.action { respond(sequence, nil) }
+            return
+        }
+        guard let credentials = try? SaslPlainCredentials(parsing: token),
+              credentials.authorizationId.isEmpty || credentials.authorizationId == credentials.username else {
+            session.authenticationFailed(sequence)
+            respond(sequence, nil)
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        services.controlPlane.run(on: context.eventLoop) { db in
+            try APIKeys.authenticate(db, id: credentials.username, secret: credentials.password)
+        }.whenComplete { result in
+            let handler = bound.value
+            switch result {
+            case .success(let key):
+                handler.authenticated(sequence, key: key)
+                handler.respond(sequence, ByteBuffer())
+            case .failure(let error):
+                handler.logger.notice("authentication failed", metadata: ["reason": "\(error)"])
+                handler.session.authenticationFailed(sequence)
+                handler.respond(sequence, nil)
+            }
+        }
+    }
+
+    private func authenticated(_ sequence: SessionStateMachine.RequestSequence, key: EventFlowStorage.APIKey) {
+        session.authenticationSucceeded(sequence, principal: .init(organizationID: key.orgID, apiKeyID: key.id))
+        services.registry.authenticated(id, apiKeyID: key.id)
+        logger[metadataKey: "apiKey"] = "\(key.id)"
     }
 
     // MARK: Responses
