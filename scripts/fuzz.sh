@@ -8,8 +8,8 @@
 # Exits non-zero if any target finds a crash; the reproducer is left in fuzz-corpus-work/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds="${1:-60}"
-shift || true
+seconds=60
+if [[ "${1:-}" =~ ^[0-9]+$ ]]; then seconds="$1"; shift; fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then targets=(FuzzRecordBatch FuzzLZ4Frame FuzzRequests); fi
 
