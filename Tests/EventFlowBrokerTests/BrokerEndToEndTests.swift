@@ -53,6 +53,10 @@ import Testing
         let db = try harness.database()
         defer { db.close() }
         #expect(try await eventually { try storedRows(db, streamID: harness.stream.id).map(\.recordCount) == [2, 5] })
+
+        // A refused acks=0 produce cannot be answered: the connection is closed instead.
+        _ = try await connection.send(produceRequest(topic: "no-such-stream", batch: try producedBatch(count: 1), acks: 0), version: 7)
+        #expect(await connection.receiveFrame() == nil)
         await connection.close()
         await harness.broker.shutdown()
     }

@@ -200,15 +200,28 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         case .produce(let request):
             let (accepted, answered) = requests.produce(request, after: produceChain ?? context.eventLoop.makeSucceededVoidFuture())
             produceChain = accepted
-            response = answered.map { body in
+            if request.acks == 0 {
                 // acks=0: no response at all; the next response on the wire is the next request's.
-                request.acks == 0 ? nil : body.encodedResponse(version: header.apiVersion, correlationId: header.correlationId)
+                // A refused batch closes the connection instead, the only way the producer can notice.
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                answered.whenSuccess { body in
+                    let refused = body.responses.contains { $0.partitionResponses.contains { $0.errorCode != .noError } }
+                    bound.value.respond(sequence, nil)
+                    if refused {
+                        bound.value.logger.notice("acks=0 produce refused; closing connection")
+                        bound.value.apply(bound.value.session.shutdown())
+                    }
+                }
+                return
+            }
+            response = answered.map { body in
+                body.encodedResponse(version: header.apiVersion, correlationId: header.correlationId)
             }
         default:
+            // No answer exists for an API this broker does not serve: close once earlier answers are out.
             logger.notice("API not served by this broker yet; closing connection", metadata: ["api": "\(header.apiKey)"])
             respond(sequence, nil)
             apply(session.shutdown())
-            context.close(promise: nil)
             return
         }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
