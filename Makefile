@@ -5,7 +5,7 @@
 SWIFT ?= swift
 DATA_DIR ?= eventflow-data
 SERVE_FLAGS ?=
-FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?= 1000000
 
 .PHONY: run test deps deps-test build release crosscheck fuzz microbench clean-data
 
@@ -30,10 +30,10 @@ test: deps-test
 	scripts/crosscheck-batches.sh
 
 fuzz: deps
-	scripts/fuzz.sh $(FUZZ_SECONDS)
+	FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh
 
 microbench: deps
-	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+	$(SWIFT) package --package-path Benchmarks --scratch-path Benchmarks/.build benchmark
 
 clean-data:
 	rm -rf $(DATA_DIR)

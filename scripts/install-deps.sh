@@ -4,7 +4,7 @@
 # and the Python packages of the kafka-python cross-checks (with --python).
 set -euo pipefail
 
-packages=(liblz4-dev libpq-dev libssl-dev postgresql lz4 pkg-config)
+packages=(liblz4-dev libpq-dev libssl-dev postgresql lz4 pkg-config xxd)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -111,29 +111,28 @@ extension ByteBuffer {
     @inlinable
     @discardableResult
     public mutating func writeUnsignedVarInt(_ value: UInt32) -> Int {
-        var v = value
-        var written = 0
-        while v >= 0x80 {
-            writeInteger(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-            written += 1
-        }
-        writeInteger(UInt8(v))
-        return written + 1
+        writeUnsignedVarLong(UInt64(value))
     }
 
+    /// One bounds check and one pointer write per varint: this sits on the hot path of batch building.
     @inlinable
     @discardableResult
     public mutating func writeUnsignedVarLong(_ value: UInt64) -> Int {
-        var v = value
-        var written = 0
-        while v >= 0x80 {
-            writeInteger(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-            written += 1
+        if value < 0x80 {
+            writeInteger(UInt8(truncatingIfNeeded: value))
+            return 1
         }
-        writeInteger(UInt8(v))
-        return written + 1
+        return writeWithUnsafeMutableBytes(minimumWritableBytes: 10) { pointer in
+            var v = value
+            var index = 0
+            while v >= 0x80 {
+                pointer[index] = UInt8(truncatingIfNeeded: v) | 0x80
+                v >>= 7
+                index += 1
+            }
+            pointer[index] = UInt8(truncatingIfNeeded: v)
+            return index + 1
+        }
     }
 
     @inlinable
