@@ -289,4 +289,32 @@ import Testing
         await connection.close()
         await harness.broker.shutdown()
     }
+
+    @Test func durableProduceNotCommittedWithinItsTimeoutIsAnsweredRequestTimedOut() async throws {
+        // A linger far beyond the request's timeout keeps the batch uncommitted until the byte
+        // target is reached.
+        let harness = try await BrokerHarness.start(groupCommit: .init(flushBytesTarget: 4096, lingerMilliseconds: 60_000))
+        let connection = try await harness.authenticatedConnection()
+        let (_, producer) = try await connection.call(InitProducerIdRequest(transactionTimeoutMs: 60_000), version: 1)
+        let batch = try producedBatch(count: 2, producerID: producer.producerId, epoch: producer.producerEpoch, baseSequence: 0)
+        let (_, timedOut) = try await connection.call(produceRequest(topic: "orders", batch: batch, timeoutMs: 100), version: 7)
+        #expect(timedOut.responses.first?.partitionResponses.first?.errorCode == .requestTimedOut)
+        // The batch may still commit; its retry then gets the original offset and is stored once.
+        // The filler after it (same connection, so accepted after the retry) reaches the byte target.
+        let retryID = try await connection.send(produceRequest(topic: "orders", batch: batch), version: 7)
+        let fillerID = try await connection.send(produceRequest(topic: "orders", batch: try producedBatch(count: 200)), version: 7)
+        let (first, answer) = try await connection.receive(ProduceResponse.self, version: 7)
+        let (second, filler) = try await connection.receive(ProduceResponse.self, version: 7)
+        #expect(first == retryID)
+        #expect(second == fillerID)
+        #expect(answer.responses.first?.partitionResponses.first?.errorCode == .noError)
+        #expect(answer.responses.first?.partitionResponses.first?.baseOffset == 0)
+        #expect(filler.responses.first?.partitionResponses.first?.baseOffset == 2)
+        await connection.close()
+        await harness.broker.shutdown()
+        let db = try harness.database()
+        defer { db.close() }
+        #expect(try storedRows(db, streamID: harness.stream.id).map(\.baseOffset) == [0, 2])
+    }
 }
+
