@@ -235,6 +235,11 @@ import Testing
         #expect(versions.apiKeys.contains { $0.apiKey == APIKey.produce.rawValue && $0.maxVersion == 7 })
         let (_, ok) = try await probe.call(ApiVersionsRequest(), version: 2)
         #expect(ok.errorCode == .noError)
+        // Only the APIs this broker answers are advertised, so clients do not call the others.
+        let advertised = Set(ok.apiKeys.map(\.apiKey))
+        #expect(advertised == Set([APIKey.apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics,
+                                   .deleteTopics, .initProducerId, .produce].map(\.rawValue)))
+        #expect(Set(versions.apiKeys.map(\.apiKey)) == advertised)
 
         let good = try await harness.authenticatedConnection()
         let (_, produced) = try await good.call(produceRequest(topic: "orders", batch: try producedBatch(count: 1)), version: 7)

@@ -119,6 +119,17 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Requests
 
+    /// The APIs this broker answers today. The codec knows more (Fetch, ListOffsets, the group
+    /// APIs); advertising them before they are served would make clients call them and be cut off.
+    static let servedAPIs: Set<EventFlowProtocol.APIKey> = [
+        .apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics, .deleteTopics,
+        .initProducerId, .produce,
+    ]
+
+    static let servedAPIVersions = SupportedAPIVersions.apiVersionsEntries.filter { entry in
+        EventFlowProtocol.APIKey(rawValue: entry.apiKey).map { servedAPIs.contains($0) } ?? false
+    }
+
     private func handle(frame: ByteBuffer) {
         if expectsBareSaslToken {
             expectsBareSaslToken = false
@@ -134,7 +145,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 // Clients probe with their newest ApiVersions; the v0 answer lists what EventFlow serves.
                 let decision = session.requestReceived(.apiVersions)
                 if case .process(let sequence, _) = decision.action {
-                    respond(sequence, ApiVersionsResponse.unsupportedVersionAnswer.encodedResponse(version: 0, correlationId: correlationId))
+                    respond(sequence, ApiVersionsResponse(errorCode: .unsupportedVersion, apiKeys: Self.servedAPIVersions)
+                        .encodedResponse(version: 0, correlationId: correlationId))
                 }
                 return
             }
@@ -179,7 +191,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                        principal: SessionStateMachine.Principal?) {
         let header = decoded.header
         if case .apiVersions = decoded.body {
-            respond(sequence, ApiVersionsResponse().encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+            respond(sequence, ApiVersionsResponse(apiKeys: Self.servedAPIVersions)
+                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
             return
         }
         guard let principal, let context else {
