@@ -23,7 +23,8 @@ struct Loadgen: AsyncParsableCommand {
         } catch let error as LoadgenFailure {
             fail(error.description)
         } catch {
-            if error is CleanExit || error is ExitCode { exit(withError: error) }
+            // Help and --version are reported as errors by the parser but exit successfully.
+            if exitCode(for: error) == .success { exit(withError: error) }
             fail(message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)")
         }
     }

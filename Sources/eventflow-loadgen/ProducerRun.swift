@@ -46,6 +46,9 @@ struct ProducerRun: AsyncParsableCommand {
     @Option(help: "Requests in flight per connection.")
     var inflight = 5
 
+    @Option(help: "Unacknowledged bytes per producer before send waits (default: 64 MiB over all connections, at least two batches each).")
+    var bufferBytes: Int?
+
     @Option(help: "Threads calling send (default: min(connections, 2)).")
     var senderThreads: Int?
 
@@ -60,6 +63,9 @@ struct ProducerRun: AsyncParsableCommand {
         guard (1...1024).contains(partitions) else { throw ValidationError("--partitions must be 1 to 1024, got \(partitions)") }
         guard lingerMs >= 0 else { throw ValidationError("--linger-ms must not be negative") }
         guard (1...1024).contains(inflight) else { throw ValidationError("--inflight must be 1 to 1024") }
+        if let bufferBytes, bufferBytes < 2 * load.batchBytes {
+            throw ValidationError("--buffer-bytes must be at least two batches (2 x --batch-bytes)")
+        }
         if let senderThreads, !(1...64).contains(senderThreads) { throw ValidationError("--sender-threads must be 1 to 64") }
         if rawBatches, acks == 0 { throw ValidationError("--raw-batches needs answers: use --acks -1 or 1") }
         if rawBatches, idempotent == true { throw ValidationError("--raw-batches sends non-idempotent batches; drop --idempotent") }
@@ -92,8 +98,9 @@ struct ProducerRun: AsyncParsableCommand {
         configuration.batchBytesMax = load.batchBytes
         configuration.compression = load.compression == "lz4" ? .lz4 : .none
         configuration.inflightRequestsMax = inflight
-        // Bounded memory with many connections: 512 MiB over all producers, two batches each at least.
-        configuration.bufferedBytesMax = max(load.batchBytes * 2, min(64 << 20, (512 << 20) / load.connections))
+        // At max rate the buffer is a queue: its size, not the broker, sets the latency, so it is
+        // shared (64 MiB over all producers, the producer's own default for one).
+        configuration.bufferedBytesMax = bufferBytes ?? max(load.batchBytes * 2, (64 << 20) / load.connections)
         // A load run should fail fast when the broker is unreachable.
         configuration.retriesMax = 3
         return configuration
@@ -113,6 +120,7 @@ struct ProducerRun: AsyncParsableCommand {
         runConfiguration.partitions = partitions
         runConfiguration.brokers = configuration.brokers.map(\.description).joined(separator: ",")
         runConfiguration.tls = !plaintext
+        runConfiguration.bufferBytes = configuration.bufferedBytesMax
 
         let payloads = PayloadRing(eventBytes: load.messageSize, count: load.payloads, seed: load.seed)
         let timing = RunTiming(load)

@@ -22,13 +22,14 @@ struct RunConfiguration: Encodable, Sendable {
     var tls: Bool?
     var rowsPerStatement: Int?
     var flushBytes: Int?
+    var bufferBytes: Int?
     var database: String?
 
     enum CodingKeys: String, CodingKey {
         case connections, rate, durationSeconds = "duration_seconds", warmupSeconds = "warmup_seconds"
         case messageSize = "message_size", compression, batchBytes = "batch_bytes", seed
         case payloadsDistinct = "payloads_distinct", lingerMilliseconds = "linger_ms", acks, idempotent, stream
-        case partitions, brokers, tls, rowsPerStatement = "rows_per_statement", flushBytes = "flush_bytes", database
+        case partitions, brokers, tls, rowsPerStatement = "rows_per_statement", flushBytes = "flush_bytes", bufferBytes = "buffer_bytes", database
     }
 }
 

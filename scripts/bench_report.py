@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Gathers the loadgen results of `make bench` into one JSON file and prints the table with the ratios.
+
+Usage: bench_report.py RESULTS_DIR [MEMORY_FILE]
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+def machine():
+    info = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "Model name":
+                info["cpu_model"] = value.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        with open("/proc/meminfo") as meminfo:
+            info["memory_kb"] = int(meminfo.readline().split()[1])
+    except OSError:
+        pass
+    return info
+
+
+def main():
+    folder = sys.argv[1]
+    runs = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json") and name != "bench.json":
+            with open(os.path.join(folder, name)) as handle:
+                runs[name[:-5]] = json.load(handle)
+    memory = {}
+    if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+        with open(sys.argv[2]) as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if value.strip():
+                    memory[key.strip()] = value.strip()
+
+    headline = runs.get("eventflow-max")
+    insert = runs.get("baseline-insert")
+    copy = runs.get("baseline-copy")
+    ratios = {}
+    if headline and insert and insert["events_per_second"] > 0:
+        ratios["eventflow_vs_insert_events"] = headline["events_per_second"] / insert["events_per_second"]
+    if headline and copy and copy["mb_per_second"] > 0:
+        ratios["eventflow_vs_copy_bytes"] = headline["mb_per_second"] / copy["mb_per_second"]
+
+    summary = {"machine": machine(), "broker_memory": memory, "ratios": ratios, "runs": runs}
+    with open(os.path.join(folder, "bench.json"), "w") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+
+    header = ["run", "connections", "rate", "events/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"]
+    rows = []
+    order = ["eventflow-max", "baseline-insert", "baseline-copy"] + \
+        sorted((n for n in runs if n.startswith("eventflow-rate-")), key=lambda n: int(n.rsplit("-", 1)[1])) + \
+        sorted(n for n in runs if n.startswith("eventflow-connections-"))
+    for name in order:
+        run = runs.get(name)
+        if not run:
+            continue
+        latency = run["latency_ms"]
+        rate = run["config"]["rate"]
+        rows.append([name, str(run["config"]["connections"]), f"{rate:,}" if rate else "max",
+                     f"{run['events_per_second']:,.0f}", f"{run['mb_per_second']:.1f}",
+                     f"{latency['p50']:.2f}", f"{latency['p99']:.2f}", f"{latency['p999']:.2f}",
+                     f"{latency['max']:.2f}", str(run["errors"])])
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    print()
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    print()
+    if "eventflow_vs_insert_events" in ratios:
+        print(f"EventFlow / INSERT baseline (events/s):  {ratios['eventflow_vs_insert_events']:.2f}x")
+    if "eventflow_vs_copy_bytes" in ratios:
+        print(f"EventFlow / COPY limit (bytes/s):        {ratios['eventflow_vs_copy_bytes']:.2f}x")
+    if memory:
+        print("broker memory: " + ", ".join(f"{k} {v}" for k, v in memory.items()))
+    print(f"results: {os.path.join(folder, 'bench.json')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Seconds-long smoke test of eventflow-loadgen (called by `make test`; never asserts on speed):
+# both baselines on a fresh embedded PostgreSQL, the producer mode against `eventflow serve`
+# (TLS, development CA), and bad input: one clear line, non-zero exit, no JSON written.
+#
+# LOADGEN_SMOKE_CONFIG=release to use release binaries (default: debug, as `make test` builds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=.build/${LOADGEN_SMOKE_CONFIG:-debug}
+LOADGEN="$BIN/eventflow-loadgen"
+EVENTFLOW="$BIN/eventflow"
+[ -x "$LOADGEN" ] || { echo "loadgen-smoke: $LOADGEN missing; run swift build first" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/eventflow-loadgen-smoke.XXXXXX)
+chmod 755 "$WORK"
+DATA="$WORK/data"
+SERVE_PID=
+cleanup() {
+    if [ -n "$SERVE_PID" ] && kill -0 "$SERVE_PID" 2>/dev/null; then
+        kill -TERM "$SERVE_PID"
+        wait "$SERVE_PID" 2>/dev/null || true
+    fi
+    # Stops the embedded cluster the baselines left running (serve stops its own).
+    if [ -f "$DATA/pgdata/postmaster.pid" ]; then
+        PGCTL=$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | tail -1)
+        if [ -n "$PGCTL" ]; then
+            if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$PGCTL -D '$DATA/pgdata' -m fast stop" >/dev/null 2>&1 || true
+            else "$PGCTL" -D "$DATA/pgdata" -m fast stop >/dev/null 2>&1 || true; fi
+        fi
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+pass() { echo "ok   $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1" >&2; failed=$((failed + 1)); }
+
+# check_result NAME FILE MODE: the JSON has the documented keys, events > 0 and no errors.
+check_result() {
+    if python3 - "$2" "$3" <<'PY'; then pass "$1"; else fail "$1"; fi
+import json, sys
+result = json.load(open(sys.argv[1]))
+for key in ("events_per_second", "mb_per_second", "events", "errors", "latency_ms", "config", "mode"):
+    assert key in result, f"missing {key}"
+for key in ("p50", "p90", "p99", "p999", "max"):
+    assert key in result["latency_ms"], f"missing latency_ms.{key}"
+assert result["mode"] == sys.argv[2], result["mode"]
+assert result["events"] > 0, "no events measured"
+assert result["events_per_second"] > 0 and result["mb_per_second"] > 0
+assert result["errors"] == 0, f"{result['errors']} errors"
+assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
+assert result["config"]["message_size"] == 100
+PY
+}
+
+# rejects NAME EXPECTED-TEXT ARGS...: exit status non-zero, one line on stderr naming the problem, no JSON.
+rejects() {
+    local name=$1 expected=$2; shift 2
+    local json="$WORK/rejected.json"
+    rm -f "$json"
+    local status=0
+    "$LOADGEN" "$@" --json "$json" >"$WORK/stdout" 2>"$WORK/stderr" || status=$?
+    local lines
+    lines=$(wc -l <"$WORK/stderr")
+    if [ "$status" -ne 0 ] && [ ! -e "$json" ] && [ "$lines" -eq 1 ] && grep -q -- "$expected" "$WORK/stderr"; then
+        pass "$name"
+    else
+        fail "$name (status $status, $lines stderr lines: $(cat "$WORK/stderr"))"
+    fi
+}
+
+SHORT=(--duration 1 --warmup 0.5 --connections 2 --quiet)
+
+rejects "unknown flag" "Unknown option" baseline --mode insert --bogus
+rejects "negative rate" "--rate" baseline --mode insert --rate=-5
+rejects "message below the JSON minimum" "smallest JSON event" baseline --mode copy --message-size 20
+rejects "unknown baseline mode" "mode" baseline --mode upsert
+rejects "unknown compression" "--compression" --compression zstd
+rejects "idempotent without acks -1" "--idempotent" --idempotent --acks 1
+rejects "unreachable broker" "cannot use broker" --brokers 127.0.0.1:1 --plaintext "${SHORT[@]}"
+
+"$LOADGEN" baseline --mode insert --data-dir "$DATA" "${SHORT[@]}" --json "$WORK/insert.json" --hgrm "$WORK/insert.hgrm" \
+    && check_result "baseline insert" "$WORK/insert.json" baseline-insert || fail "baseline insert (exit status)"
+"$LOADGEN" baseline --mode copy --data-dir "$DATA" "${SHORT[@]}" --json "$WORK/copy.json" --plot "$WORK/copy.svg" \
+    && check_result "baseline copy" "$WORK/copy.json" baseline-copy || fail "baseline copy (exit status)"
+if grep -q "<polyline" "$WORK/copy.svg" 2>/dev/null; then pass "plot written"; else fail "plot written"; fi
+if grep -q "Percentile" "$WORK/insert.hgrm" 2>/dev/null; then pass "hgrm written"; else fail "hgrm written"; fi
+
+if [ -x "$EVENTFLOW" ]; then
+    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$EVENTFLOW" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --log-level warning >"$WORK/serve.log" 2>&1 &
+    SERVE_PID=$!
+    for _ in $(seq 1 300); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$PORT" \
+            2>/dev/null && break
+        kill -0 "$SERVE_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    "$EVENTFLOW" org create smoke --data-dir "$DATA" >/dev/null
+    "$EVENTFLOW" apikey create --org smoke --data-dir "$DATA" --json >"$WORK/key.json"
+    KEY=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/key.json")
+    SECRET=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["secret"])' "$WORK/key.json")
+    export EVENTFLOW_BROKERS="127.0.0.1:$PORT" EVENTFLOW_CA="$DATA/tls/ca.pem"
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" --stream smoke --partitions 2 "${SHORT[@]}" \
+        --rate 2000 --json "$WORK/producer.json" \
+        && check_result "producer (TLS, acks -1, rate 2000)" "$WORK/producer.json" producer || fail "producer (exit status)"
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" --stream smoke --raw-batches --no-idempotent \
+        --batch-bytes 65536 "${SHORT[@]}" --json "$WORK/raw.json" \
+        && check_result "raw batches" "$WORK/raw.json" raw-batches || fail "raw batches (exit status)"
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=wrong rejects "wrong secret" "authentication failed" --stream smoke "${SHORT[@]}"
+else
+    echo "skip producer mode: $EVENTFLOW not built"
+fi
+
+echo "loadgen-smoke: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
