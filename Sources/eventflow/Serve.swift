@@ -3,6 +3,7 @@ import EventFlowBroker
 import EventFlowStorage
 import Foundation
 import Logging
+import NIOCore
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the broker (embedded PostgreSQL unless DATABASE_URL is set).")
@@ -109,8 +110,13 @@ struct Serve: AsyncParsableCommand {
                 inflightRequestsMax: inflightRequestsMax)
             configuration.groupCommit = GroupCommit.Configuration(
                 flushBytesTarget: flushBytesTarget, lingerMilliseconds: lingerMilliseconds, memoryBytesMax: memoryBytesMax)
-            let broker = try await Broker.start(configuration: configuration, databaseURL: session.url,
+            let broker: Broker
+            do {
+                broker = try await Broker.start(configuration: configuration, databaseURL: session.url,
                                                 logger: Logger(label: "eventflow.broker"))
+            } catch let error as IOError where error.errnoCode == EADDRINUSE {
+                throw CommandFailure(description: "cannot listen on \(host):\(port): the port is already in use; choose another with --port")
+            }
             logger.info("EventFlow is ready; stop with Ctrl-C (SIGINT) or SIGTERM", metadata: ["port": "\(broker.port)"])
             let signal = await signals.wait()
             logger.info("stopping", metadata: ["signal": "\(signal)"])

@@ -165,6 +165,13 @@ struct CLI {
         #expect(entries?.allSatisfy { $0["applied"] as? Bool == true } == true)
     }
 
+    @Test func serveOnAPortInUseIsOneClearLine() throws {
+        let busy = try #require(try TestCluster.cluster().port)  // PostgreSQL listens there
+        let result = try cli.run("serve", "--host", "127.0.0.1", "--port", String(busy), "--plaintext")
+        #expect(result.status == 1)
+        #expect(result.stderr.hasSuffix("error: cannot listen on 127.0.0.1:\(busy): the port is already in use; choose another with --port\n"))
+    }
+
     @Test func badArgumentsExitNonZeroWithUsage() throws {
         let result = try cli.run("stream", "create", "--org", "acme", "orders", "--partitions", "many")
         #expect(result.status != 0)
@@ -214,7 +221,7 @@ struct CLI {
         #expect(created.status == 0)
         // The admin command attached to serve's cluster and left it running.
         #expect(FileManager.default.fileExists(atPath: pidFile))
-        let second = try cli.run("serve")
+        let second = try cli.run("serve", "--port", "0")
         #expect(second.status == 1)
         #expect(second.stderr.contains("another `eventflow serve`"))
 
@@ -231,7 +238,7 @@ struct CLI {
 
 enum ServeTestArguments {
     /// Flags that keep a test's `serve` off fixed ports.
-    static let extra: [String] = []
+    static let extra: [String] = ["--port", "0", "--host", "127.0.0.1"]
 }
 
 extension Users {
