@@ -83,10 +83,10 @@ final class Recorder: Sendable {
             var count = 0
             for sent in sendNanoseconds {
                 count += 1
-                guard sent >= measureStartNanoseconds else { continue }
                 let micros = max((ackNanoseconds &- min(sent, ackNanoseconds)) / 1_000, 1)
-                _ = state.measured.record(micros)
+                // The live line and the plot show the warm-up too; the result does not.
                 _ = state.interval.record(micros)
+                if sent >= measureStartNanoseconds { _ = state.measured.record(micros) }
             }
             state.acknowledged += count
             state.intervalEvents += count
