@@ -90,6 +90,12 @@ while time.time() < deadline:
 sys.exit(1)
 PY
 
+# The broker's resident memory once a second, to show it stays flat under load.
+(while kill -0 "$SERVE_PID" 2>/dev/null; do
+    awk -v t="$(date +%s)" '/^VmRSS/ {print t, $2}' "/proc/$SERVE_PID/status" 2>/dev/null || true
+    sleep 1
+done >"$OUT/broker-rss.txt") &
+
 "$EVENTFLOW" org create bench --data-dir "$DATA" >/dev/null
 "$EVENTFLOW" apikey create --org bench --label bench --data-dir "$DATA" --json >"$WORK/key.json"
 "$EVENTFLOW" stream create --org bench ingest --partitions 8 --data-dir "$DATA" >/dev/null

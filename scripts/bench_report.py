@@ -52,6 +52,16 @@ def main():
     if headline and copy and copy["mb_per_second"] > 0:
         ratios["eventflow_vs_copy_bytes"] = headline["mb_per_second"] / copy["mb_per_second"]
 
+    rss_path = os.path.join(folder, "broker-rss.txt")
+    if os.path.exists(rss_path):
+        with open(rss_path) as handle:
+            samples = [int(line.split()[1]) for line in handle if len(line.split()) == 2]
+        if samples:
+            memory["rss_kb_min"] = min(samples)
+            memory["rss_kb_max"] = max(samples)
+            memory["rss_kb_last"] = samples[-1]
+            memory["rss_samples"] = len(samples)
+
     summary = {"machine": machine(), "broker_memory": memory, "ratios": ratios, "runs": runs}
     with open(os.path.join(folder, "bench.json"), "w") as handle:
         json.dump(summary, handle, indent=2, sort_keys=True)
