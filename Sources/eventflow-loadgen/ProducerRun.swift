@@ -266,12 +266,17 @@ struct SenderLoop {
     /// Sent counts go to the recorder in chunks (its lock is shared with every reader).
     static let sentCountChunk = 256
 
+    /// At max rate the clock is read once per this many sends: the reads cost more than the
+    /// microseconds of send time they would resolve (measured 1.6% of the machine at 1.2M events/s).
+    static let clockReadEvery = 16
+
     func run(until endNanoseconds: UInt64, recorder: Recorder) {
         var event = 0
         var unreported = 0
+        var now: UInt64 = 0
         defer { recorder.sent(unreported) }
         while true {
-            var now = monotonicNanoseconds()
+            if pacer.ratePerSecond > 0 || event % Self.clockReadEvery == 0 { now = monotonicNanoseconds() }
             guard now < endNanoseconds else { return }
             let sendTime: UInt64
             if let due = pacer.due(event) {
