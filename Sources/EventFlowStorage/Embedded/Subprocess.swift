@@ -9,27 +9,36 @@ struct ProgramResult {
     var output: String
 }
 
+private let spawnLock = NSLock()
+
 enum Program {
     /// posix_spawn + waitpid directly: Foundation's `Process.waitUntilExit` was seen to hang here
     /// when the child itself leaves a daemon behind (pg_ctl start).
     static func run(_ executable: String, _ arguments: [String]) throws -> ProgramResult {
         var pipeFDs: [Int32] = [-1, -1]
+        // Close-on-exec: a program spawned concurrently by another thread (another pg_ctl whose
+        // postmaster lives on) must not inherit the write end, or EOF never comes. posix_spawn's
+        // dup2 onto 1 and 2 clears the flag for our own child only. The lock closes the window
+        // between pipe() and fcntl() for spawns made here.
+        spawnLock.lock()
         guard pipe(&pipeFDs) == 0 else {
+            spawnLock.unlock()
             throw EmbeddedPostgresError.commandFailed(command: executable, output: "pipe: \(String(cString: strerror(errno)))")
         }
+        _ = fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(pipeFDs[1], F_SETFD, FD_CLOEXEC)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
         posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-        posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        spawnLock.unlock()
         close(pipeFDs[1])
         guard spawned == 0 else {
             close(pipeFDs[0])
