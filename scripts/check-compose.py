@@ -66,8 +66,6 @@ def main():
     check(str(loadgen.get("entrypoint", [""])[0]).endswith("eventflow-loadgen"), "loadgen: runs eventflow-loadgen")
     check(set((loadgen.get("environment") or {})) >= {"EVENTFLOW_BROKERS", "EVENTFLOW_API_KEY", "EVENTFLOW_API_SECRET",
                                                       "EVENTFLOW_CA"}, "loadgen: broker, key and CA environment")
-    for name in compose.get("volumes", {}) or {}:
-        pass
     named = set((compose.get("volumes") or {}).keys())
     for service_name, service in services.items():
         for volume in service.get("volumes", []) or []:

@@ -42,13 +42,13 @@ struct LatencySummary: Encodable, Sendable {
     var mean: Double
 
     init(_ histogram: Histogram<UInt64>) {
-        func ms(_ micros: UInt64) -> Double { (Double(micros) / 1_000 * 1_000).rounded() / 1_000 }
+        func ms(_ micros: UInt64) -> Double { Double(micros) / 1_000 }
         p50 = ms(histogram.valueAtPercentile(50))
         p90 = ms(histogram.valueAtPercentile(90))
         p99 = ms(histogram.valueAtPercentile(99))
         p999 = ms(histogram.valueAtPercentile(99.9))
         max = ms(histogram.max)
-        mean = (histogram.mean / 1_000 * 1_000).rounded() / 1_000
+        mean = histogram.mean.rounded() / 1_000
     }
 }
 
