@@ -62,15 +62,36 @@ def main():
             memory["rss_kb_last"] = samples[-1]
             memory["rss_samples"] = len(samples)
 
+    # The broker's peak RSS during each run.
+    rss_by_run = {}
+    times_path = os.path.join(folder, "run-times.txt")
+    if os.path.exists(rss_path) and os.path.exists(times_path):
+        with open(rss_path) as handle:
+            rss = [tuple(map(int, line.split())) for line in handle if len(line.split()) == 2]
+        spans = {}
+        with open(times_path) as handle:
+            for line in handle:
+                when, name, edge = line.split()
+                spans.setdefault(name, {})[edge] = int(when)
+        for name, span in spans.items():
+            inside = [kb for when, kb in rss if span.get("start", 0) <= when <= span.get("end", 1 << 62)]
+            if inside:
+                rss_by_run[name] = max(inside)
+    for name, kb in rss_by_run.items():
+        if name in runs:
+            runs[name]["broker_rss_kb_max"] = kb
+
     summary = {"machine": machine(), "broker_memory": memory, "ratios": ratios, "runs": runs}
     with open(os.path.join(folder, "bench.json"), "w") as handle:
         json.dump(summary, handle, indent=2, sort_keys=True)
 
-    header = ["run", "connections", "rate", "events/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"]
+    header = ["run", "connections", "rate", "events/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
+              "broker RSS MB"]
     rows = []
     order = ["eventflow-max", "baseline-insert", "baseline-copy"] + \
         sorted((n for n in runs if n.startswith("eventflow-rate-")), key=lambda n: int(n.rsplit("-", 1)[1])) + \
-        sorted(n for n in runs if n.startswith("eventflow-connections-"))
+        sorted(n for n in runs if n.startswith("eventflow-connections-")) + \
+        sorted(n for n in runs if n.startswith("eventflow-overload"))
     for name in order:
         run = runs.get(name)
         if not run:
@@ -80,7 +101,8 @@ def main():
         rows.append([name, str(run["config"]["connections"]), f"{rate:,}" if rate else "max",
                      f"{run['events_per_second']:,.0f}", f"{run['mb_per_second']:.1f}",
                      f"{latency['p50']:.2f}", f"{latency['p99']:.2f}", f"{latency['p999']:.2f}",
-                     f"{latency['max']:.2f}", str(run["errors"])])
+                     f"{latency['max']:.2f}", str(run["errors"]),
+                     f"{run['broker_rss_kb_max'] / 1024:.0f}" if "broker_rss_kb_max" in run else "-"])
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     print()
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")

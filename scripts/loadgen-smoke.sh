@@ -74,9 +74,23 @@ rejects() {
 
 SHORT=(--duration 1 --warmup 0.5 --connections 2 --quiet)
 
+# The generated events: valid JSON objects of exactly the requested size, all different.
+for size in 97 100 1000; do
+    if "$LOADGEN" sample --count 50 --message-size "$size" 2>/dev/null | python3 -c '
+import json, sys
+size = int(sys.argv[1])
+lines = sys.stdin.read().splitlines()
+assert len(lines) == 50 and len(set(lines)) == 50
+for line in lines:
+    assert len(line.encode()) == size, (len(line), line)
+    event = json.loads(line)
+    assert set(event) == {"id", "type", "ts", "user", "text"}, event
+' "$size"; then pass "events of $size bytes are distinct JSON"; else fail "events of $size bytes are distinct JSON"; fi
+done
+
 rejects "unknown flag" "Unknown option" baseline --mode insert --bogus
 rejects "negative rate" "--rate" baseline --mode insert --rate=-5
-rejects "message below the JSON minimum" "smallest JSON event" baseline --mode copy --message-size 20
+rejects "message below the JSON minimum" "smallest JSON event" baseline --mode copy --message-size 96
 rejects "unknown baseline mode" "mode" baseline --mode upsert
 rejects "unknown compression" "--compression" --compression zstd
 rejects "idempotent without acks -1" "--idempotent" --idempotent --acks 1

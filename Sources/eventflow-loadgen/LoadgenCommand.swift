@@ -8,7 +8,7 @@ struct Loadgen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eventflow-loadgen",
         abstract: "Load generator for EventFlow's ingest path, with PostgreSQL baselines.",
-        subcommands: [ProducerRun.self, Baseline.self],
+        subcommands: [ProducerRun.self, Baseline.self, Sample.self],
         defaultSubcommand: ProducerRun.self)
 
     /// Every failure is one line on stderr and exit status 1 (help and --version exit normally).
