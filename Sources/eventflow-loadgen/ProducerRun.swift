@@ -34,7 +34,8 @@ struct ProducerRun: AsyncParsableCommand {
     @Option(help: "Partitions of the stream when it is created.")
     var partitions = 8
 
-    @Option(help: "-1: after commit (durable), 1: accepted in memory, 0: no answer.")
+    @Option(help: "all or -1: after commit (durable), 1: accepted in memory, 0: no answer (write --acks=-1 or --acks all).",
+            transform: ProducerRun.parseAcks)
     var acks: Int16 = -1
 
     @Option(help: "Linger before a batch is sent, in milliseconds.")
@@ -56,6 +57,13 @@ struct ProducerRun: AsyncParsableCommand {
     var rawBatches = false
 
     @OptionGroup var load: LoadOptions
+
+    /// `all` is -1, so the durable setting can be given without `=` (a bare `-1` reads as a flag).
+    static func parseAcks(_ text: String) throws -> Int16 {
+        if text.lowercased() == "all" { return -1 }
+        guard let value = Int16(text) else { throw ValidationError("--acks must be all, -1, 1 or 0, got '\(text)'") }
+        return value
+    }
 
     mutating func validate() throws {
         guard ProducerAcks(rawValue: acks) != nil else { throw ValidationError("--acks must be -1, 1 or 0, got \(acks)") }
