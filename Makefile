@@ -7,7 +7,7 @@ DATA_DIR ?= eventflow-data
 SERVE_FLAGS ?=
 FUZZ_RUNS ?= 1000000
 
-.PHONY: run test deps deps-test build release crosscheck fuzz microbench clean-data
+.PHONY: run test deps deps-test build release crosscheck fuzz microbench bench clean-data
 
 deps:
 	scripts/install-deps.sh
@@ -28,12 +28,18 @@ test: deps-test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	scripts/crosscheck-batches.sh
+	scripts/loadgen-smoke.sh
+	python3 scripts/check-compose.py
 
 fuzz: deps
 	FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh
 
 microbench: deps
 	$(SWIFT) package --package-path Benchmarks --scratch-path Benchmarks/.build benchmark
+
+# The end-to-end ingest benchmark (release build, fresh embedded database); BENCH_TINY=1 for a smoke run.
+bench: deps-test
+	scripts/bench.sh
 
 clean-data:
 	rm -rf $(DATA_DIR)

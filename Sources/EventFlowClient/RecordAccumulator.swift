@@ -377,7 +377,10 @@ struct RecordAccumulator {
         guard batch.attempts <= settings.retriesMax else { return false }
         if error.isRetriable { return true }
         // A batch behind one that failed arrives with a sequence gap; it succeeds once the earlier one is resent.
-        if case .broker(.outOfOrderSequenceNumber, _) = error, settings.idempotent {
+        // When the failed one was the partition's first, the broker has no sequence state yet and says
+        // UNKNOWN_PRODUCER_ID instead of OUT_OF_ORDER_SEQUENCE_NUMBER: the same situation.
+        if case .broker(let code, _) = error, code == .outOfOrderSequenceNumber || code == .unknownProducerId,
+           settings.idempotent {
             let earlier = state.inflightSequences.contains { sequenceIsAfter(batch.baseSequence, $0) }
                 || state.ready.contains { sequenceIsAfter(batch.baseSequence, $0.baseSequence) }
             return earlier

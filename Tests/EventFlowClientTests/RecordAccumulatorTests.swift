@@ -92,7 +92,8 @@ struct RecordAccumulatorTests {
         #expect(accumulator.isIdle)
     }
 
-    @Test func outOfOrderBehindAFailedBatchIsRetriedInSequenceOrder() throws {
+    @Test(arguments: [ErrorCode.outOfOrderSequenceNumber, .unknownProducerId])
+    func sequenceErrorBehindAFailedBatchIsRetriedInSequenceOrder(code: ErrorCode) throws {
         var accumulator = accumulator()
         _ = try accumulator.append(message("first"), timestamp: 1, now: Self.start)
         let first = try #require(accumulator.drain(now: Self.start, force: true).batches.first)
@@ -100,7 +101,7 @@ struct RecordAccumulatorTests {
         let second = try #require(accumulator.drain(now: Self.start, force: true).batches.first)
         #expect(second.baseSequence == 1)
         _ = accumulator.batchCompleted(first, outcome: .failed(.connection("reset")), now: Self.start)
-        #expect(accumulator.batchCompleted(second, outcome: .failed(.broker(.outOfOrderSequenceNumber, message: nil)),
+        #expect(accumulator.batchCompleted(second, outcome: .failed(.broker(code, message: nil)),
                                            now: Self.start) == nil)
         let later = Self.start + .seconds(5)
         let resentFirst = try #require(accumulator.drain(now: later, force: false).batches.first)
