@@ -22,7 +22,8 @@ final class BrokerHarness: Sendable {
     static func start(partitions: Int = 2,
                       groupCommit: GroupCommit.Configuration = .init(flushBytesTarget: 1 << 20, lingerMilliseconds: 2),
                       frameBytesMax: Int = 1 << 20, inflightRequestsMax: Int = 64, connectionsMax: Int = 100,
-                      revocationCheckMilliseconds: Int64 = 200) async throws -> BrokerHarness {
+                      revocationCheckMilliseconds: Int64 = 200,
+                      requestBytesMax: Int? = nil, connectionRequestBytesMax: Int? = nil) async throws -> BrokerHarness {
         let url = try TestCluster.freshDatabase()
         let db = try PostgresConnection(url: url)
         defer { db.close() }
@@ -37,6 +38,8 @@ final class BrokerHarness: Sendable {
             frameBytesMax: frameBytesMax, connectionsMax: connectionsMax, inflightRequestsMax: inflightRequestsMax, groupCommit: groupCommit,
             revocationCheckMilliseconds: revocationCheckMilliseconds, shutdownGraceMilliseconds: 5000, eventLoopThreads: 1)
         configuration.clusterID = "test"
+        configuration.requestBytesMax = requestBytesMax
+        configuration.connectionRequestBytesMax = connectionRequestBytesMax
         var logger = Logger(label: "test.broker")
         logger.logLevel = .warning
         let broker = try await Broker.start(configuration: configuration, databaseURL: url, logger: logger)

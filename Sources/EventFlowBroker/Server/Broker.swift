@@ -56,13 +56,17 @@ public final class Broker: Sendable {
         batcher.startup(nextOffsets: nextOffsets, producerBatches: producerBatches)
         let controlPlane = ControlPlane(databaseURL: databaseURL)
         let registry = ConnectionRegistry()
+        let requestBytes = RequestBytesGate(configuration: .init(bytesMax: configuration.effectiveRequestBytesMax))
         services = BrokerServices(
-            configuration: configuration, batcher: batcher, controlPlane: controlPlane,
+            configuration: configuration, batcher: batcher, requestBytes: requestBytes, controlPlane: controlPlane,
             streams: StreamDirectory(controlPlane: controlPlane, batcher: batcher), registry: registry,
             advertised: NIOLockedValueBox((configuration.advertisedHost ?? Self.defaultAdvertisedHost(configuration.host), Int32(configuration.port))),
             logger: logger)
         batcher.onReadingPausedChanged { paused in
             registry.forEach { $0.batcherReadingPaused(paused) }
+        }
+        requestBytes.onReadingPausedChanged {
+            registry.forEach { $0.requestBytesPauseChanged() }
         }
         logger.info("log read back", metadata: ["partitions": "\(nextOffsets.count)", "producerBatches": "\(producerBatches.count)"])
     }
@@ -70,6 +74,9 @@ public final class Broker: Sendable {
     static func defaultAdvertisedHost(_ host: String) -> String {
         host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host
     }
+
+    /// Request bytes read and not yet handed to or refused by the batcher (see `RequestBytesBudget`).
+    public var requestBytesCharged: Int { services.requestBytes.chargedBytes }
 
     /// The port the listener is bound to.
     public var port: Int { services.advertised.withLockedValue { Int($0.port) } }

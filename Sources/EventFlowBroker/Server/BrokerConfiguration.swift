@@ -25,6 +25,12 @@ public struct BrokerConfiguration: Sendable {
     public var connectionsMax: Int
     public var inflightRequestsMax: Int
     public var groupCommit: GroupCommit.Configuration
+    /// Request bytes read but not yet handed to (or refused by) the batcher, all connections
+    /// together, at which socket reads pause (they resume at half); nil: the batcher's `memoryBytesMax`.
+    public var requestBytesMax: Int?
+    /// The same bound for one connection, so one connection cannot hold the whole budget;
+    /// nil: a quarter of the broker-wide bound.
+    public var connectionRequestBytesMax: Int?
     /// How often open connections' API keys are checked for revocation.
     public var revocationCheckMilliseconds: Int64
     /// How long shutdown waits for connections to answer what they owe before closing them.
@@ -44,6 +50,8 @@ public struct BrokerConfiguration: Sendable {
         connectionsMax: Int = 10_000,
         inflightRequestsMax: Int = 64,
         groupCommit: GroupCommit.Configuration = GroupCommit.Configuration(),
+        requestBytesMax: Int? = nil,
+        connectionRequestBytesMax: Int? = nil,
         revocationCheckMilliseconds: Int64 = 500,
         shutdownGraceMilliseconds: Int64 = 10_000,
         eventLoopThreads: Int = System.coreCount
@@ -60,6 +68,8 @@ public struct BrokerConfiguration: Sendable {
         self.connectionsMax = connectionsMax
         self.inflightRequestsMax = inflightRequestsMax
         self.groupCommit = groupCommit
+        self.requestBytesMax = requestBytesMax
+        self.connectionRequestBytesMax = connectionRequestBytesMax
         self.revocationCheckMilliseconds = revocationCheckMilliseconds
         self.shutdownGraceMilliseconds = shutdownGraceMilliseconds
         self.eventLoopThreads = max(eventLoopThreads, 1)
@@ -67,3 +77,13 @@ public struct BrokerConfiguration: Sendable {
 }
 
 import NIOCore
+
+extension BrokerConfiguration {
+    /// `requestBytesMax` as applied.
+    public var effectiveRequestBytesMax: Int { max(requestBytesMax ?? groupCommit.memoryBytesMax, 1) }
+
+    /// `connectionRequestBytesMax` as applied.
+    public var effectiveConnectionRequestBytesMax: Int {
+        max(connectionRequestBytesMax ?? effectiveRequestBytesMax / 4, 1)
+    }
+}

@@ -8,7 +8,8 @@ import NIOCore
 /// serves each API, and writes responses in request order.
 ///
 /// Reading is paused (outbound `read` withheld, which is what `autoRead` drives) while the
-/// session has `inflightRequestsMax` requests outstanding or the batcher is full.
+/// session has `inflightRequestsMax` requests outstanding, the batcher is full, or the request
+/// bytes read ahead of the batcher reach the broker's or this connection's `RequestBytesBudget`.
 final class KafkaConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -21,6 +22,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var readPending = false
     private var batcherPaused = false
     private var registered = false
+    /// Bytes of this connection's frames read and not yet handed to or refused by the batcher;
+    /// every charge and release is mirrored in the broker-wide `services.requestBytes`.
+    private var connectionBytes: RequestBytesBudget
+    /// The frame being handled, until a request takes over releasing it (see `takeFrameBytes`).
+    private var frameBytesUnclaimed = 0
     /// Produce requests accept their batches in arrival order (idempotent sequences depend on it),
     /// even when one of them waits for a stream lookup.
     private var produceChain: EventLoopFuture<Void>?
@@ -32,6 +38,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         self.session = SessionStateMachine(configuration: .init(
             authentication: authentication, inflightRequestsMax: services.configuration.inflightRequestsMax))
         self.logger = services.logger
+        self.connectionBytes = RequestBytesBudget(configuration: .init(bytesMax: services.configuration.effectiveConnectionRequestBytesMax))
     }
 
     private var id: ObjectIdentifier { ObjectIdentifier(self) }
@@ -62,6 +69,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         session.connectionClosed()
+        // Requests still waiting die with the connection; their later completions release nothing.
+        releaseRequestBytes(connectionBytes.chargedBytes)
         if registered {
             registered = false
             services.registry.unregister(id)
@@ -77,7 +86,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if session.isReadingPaused || batcherPaused {
+        if isReadingPaused {
             readPending = true
         } else {
             context.read()
@@ -111,8 +120,16 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         context?.close(promise: nil)
     }
 
+    func requestBytesPauseChanged() {
+        resumeReadingIfPossible()
+    }
+
+    private var isReadingPaused: Bool {
+        session.isReadingPaused || batcherPaused || connectionBytes.isReadingPaused || services.requestBytes.isReadingPaused
+    }
+
     private func resumeReadingIfPossible() {
-        guard readPending, !session.isReadingPaused, !batcherPaused, let context else { return }
+        guard readPending, !isReadingPaused, let context else { return }
         readPending = false
         context.read()
     }
@@ -130,7 +147,34 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         EventFlowProtocol.APIKey(rawValue: entry.apiKey).map { servedAPIs.contains($0) } ?? false
     }
 
+    // MARK: Request bytes
+
+    private func chargeRequestBytes(_ bytes: Int) {
+        _ = connectionBytes.charge(bytes)
+        services.requestBytes.charge(bytes)
+    }
+
+    /// Releases at most what this connection still has charged, so a release after the
+    /// connection closed (which released everything) does not count twice broker-wide.
+    private func releaseRequestBytes(_ bytes: Int) {
+        let released = min(bytes, connectionBytes.chargedBytes)
+        guard released > 0 else { return }
+        let action = connectionBytes.release(released)
+        services.requestBytes.release(released)
+        if action == .resumeReading { resumeReadingIfPossible() }
+    }
+
+    /// The current frame's charge, for a request that releases it later itself.
+    private func takeFrameBytes() -> Int {
+        defer { frameBytesUnclaimed = 0 }
+        return frameBytesUnclaimed
+    }
+
     private func handle(frame: ByteBuffer) {
+        frameBytesUnclaimed = frame.readableBytes
+        chargeRequestBytes(frameBytesUnclaimed)
+        // Requests answered synchronously (or refused) release their frame here.
+        defer { releaseRequestBytes(takeFrameBytes()) }
         if expectsBareSaslToken {
             expectsBareSaslToken = false
             authenticateBareToken(frame)
@@ -213,6 +257,10 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         case .produce(let request):
             let (accepted, answered) = requests.produce(request, after: produceChain ?? context.eventLoop.makeSucceededVoidFuture())
             produceChain = accepted
+            // Once accepted the batcher's own bound holds the batches; refused ones are answered.
+            let frameBytes = takeFrameBytes()
+            let owner = NIOLoopBound(self, eventLoop: context.eventLoop)
+            accepted.whenComplete { _ in owner.value.releaseRequestBytes(frameBytes) }
             if request.acks == 0 {
                 // acks=0: no response at all; the next response on the wire is the next request's.
                 // A refused batch closes the connection instead, the only way the producer can notice.
@@ -239,7 +287,9 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let logger = logger
+        let frameBytes = takeFrameBytes()
         response.whenComplete { result in
+            bound.value.releaseRequestBytes(frameBytes)
             switch result {
             case .success(let buffer):
                 bound.value.respond(sequence, buffer)
