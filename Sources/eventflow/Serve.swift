@@ -55,6 +55,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Batcher memory bound in bytes; socket reads pause at 3/4 of it and resume at 1/2.")
     var memoryBytesMax = 64 << 20
 
+    @Option(help: "Request bytes read but not yet taken by the batcher, all connections together, in bytes; socket reads pause at it and resume at 1/2. Default: --memory-bytes-max.")
+    var requestBytesMax: Int?
+
+    @Option(help: "The same bound for one connection, in bytes. Default: 1/4 of --request-bytes-max.")
+    var connectionRequestBytesMax: Int?
+
     @Option(help: "Partitions of a stream created by CreateTopics without a count.")
     var defaultPartitions = 1
 
@@ -108,6 +114,8 @@ struct Serve: AsyncParsableCommand {
                 host: host, port: port, advertisedHost: advertisedHost, transport: transport,
                 defaultPartitions: defaultPartitions, frameBytesMax: frameBytesMax, connectionsMax: connectionsMax,
                 inflightRequestsMax: inflightRequestsMax)
+            configuration.requestBytesMax = requestBytesMax
+            configuration.connectionRequestBytesMax = connectionRequestBytesMax
             configuration.groupCommit = GroupCommit.Configuration(
                 flushBytesTarget: flushBytesTarget, lingerMilliseconds: lingerMilliseconds, memoryBytesMax: memoryBytesMax)
             let broker: Broker
@@ -140,7 +148,8 @@ extension Serve {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard !(plaintext && tlsCert != nil) else { throw ValidationError("--plaintext and --tls-cert exclude each other") }
         guard frameBytesMax > 0, connectionsMax > 0, inflightRequestsMax > 0, flushBytesTarget > 0, memoryBytesMax > 0,
-              lingerMilliseconds >= 0, (1...Streams.partitionsMax).contains(defaultPartitions) else {
+              lingerMilliseconds >= 0, (1...Streams.partitionsMax).contains(defaultPartitions),
+              (requestBytesMax ?? 1) > 0, (connectionRequestBytesMax ?? 1) > 0 else {
             throw ValidationError("limits must be positive")
         }
     }
