@@ -115,22 +115,22 @@ public final class EventFlowProducer: Service, Sendable {
     @discardableResult
     public func send(_ message: ProducerMessage) throws(ProducerError) -> MessageID {
         let timestamp = message.timestampMilliseconds ?? Self.nowMilliseconds()
-        let now = NIODeadline.now()
         let (id, wake) = try state.withLock { state throws(ProducerError) -> (MessageID, Bool) in
-            try Self.append(message, timestamp: timestamp, now: now, state: &state)
+            // The monotonic clock is read only when the record opens a batch, not once per record.
+            try Self.append(message, timestamp: timestamp, now: NIODeadline.now(), state: &state)
         }
         if wake { wakeContinuation.yield() }
         return id
     }
 
-    private static func append(_ message: ProducerMessage, timestamp: Int64, now: NIODeadline,
+    private static func append(_ message: ProducerMessage, timestamp: Int64, now: @autoclosure () -> NIODeadline,
                                state: inout State) throws(ProducerError) -> (MessageID, Bool) {
         if let fatal = state.fatalError { throw fatal }
         switch state.lifecycle {
         case .idle, .running: break
         case .draining, .finished: throw .shutDown
         }
-        let (id, result) = try state.accumulator.append(message, timestamp: timestamp, now: now)
+        let (id, result) = try state.accumulator.append(message, timestamp: timestamp, now: now())
         switch result {
         case .appended(_, let wake), .awaitingMetadata(let wake): return (id, wake)
         }
@@ -448,8 +448,12 @@ public final class EventFlowProducer: Service, Sendable {
         min(configuration.retryBackoffMilliseconds << min(attempt - 1, 16), configuration.retryBackoffMaxMilliseconds)
     }
 
+    /// Wall-clock milliseconds since the epoch, for records sent without a timestamp (once per `send`):
+    /// one `clock_gettime`, without `Date`'s floating-point round trip.
     static func nowMilliseconds() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 }
 
@@ -459,4 +463,33 @@ struct ProducerMetrics: Sendable {
     let recordsFailed = Counter(label: "eventflow_producer_records_failed_total")
     let batchesSent = Counter(label: "eventflow_producer_batches_sent_total")
     let retries = Counter(label: "eventflow_producer_batch_retries_total")
+}
+
+/// Hooks for the client micro-benchmarks (`Benchmarks/`): they drive `send` without a broker.
+@_spi(Benchmarks)
+extension EventFlowProducer {
+    /// Makes `stream` known with `partitionCount` partitions and gives the producer an id, as a broker would.
+    public func benchmarkPrime(stream: String, partitionCount: Int32) {
+        state.withLock { state in
+            state.accumulator.producerIdentityReceived(id: 1, epoch: 0)
+            _ = state.accumulator.metadataReceived(stream: stream, partitionCount: partitionCount, error: nil, now: .now())
+        }
+    }
+
+    /// Seals every open batch and acknowledges all of them without sending; returns the records acknowledged.
+    @discardableResult
+    public func benchmarkAcknowledgeAll() -> Int {
+        state.withLock { state in
+            var records = 0
+            while true {
+                let now = NIODeadline.now()
+                _ = state.accumulator.takeSealFailures()
+                let batches = state.accumulator.drain(now: now, force: true).batches
+                if batches.isEmpty { return records }
+                for batch in batches {
+                    records += state.accumulator.batchCompleted(batch, outcome: .acknowledged(baseOffset: 0), now: now)?.count ?? 0
+                }
+            }
+        }
+    }
 }

@@ -55,6 +55,9 @@ struct RecordAccumulator {
     }
 
     struct PartitionState {
+        let key: StreamPartition
+        /// Index of the partition's stream in `streamStates`.
+        let streamSlot: Int
         var builder: RecordBatchBuilder
         var openMessageIDs: [MessageID] = []
         var openBufferedBytes = 0
@@ -65,11 +68,47 @@ struct RecordAccumulator {
         var nextSequence: Int32 = 0
 
         var hasOpenRecords: Bool { !openMessageIDs.isEmpty }
+
+        enum SealOutcome {
+            case sealed
+            /// The codec failed: the open records are dropped and must be reported failed.
+            case failed(ids: [MessageID], bufferedBytes: Int, ProducerError)
+        }
+
+        /// Builds the open batch (sequence and producer id stamped when `identity` is given) and queues it as ready.
+        mutating func seal(identity: (id: Int64, epoch: Int16)?, idempotent: Bool) -> SealOutcome {
+            let count = Int32(truncatingIfNeeded: openMessageIDs.count)
+            if let identity, idempotent {
+                builder.configuration.producerId = identity.id
+                builder.configuration.producerEpoch = identity.epoch
+                builder.configuration.baseSequence = nextSequence
+            }
+            let ids = openMessageIDs
+            let buffered = openBufferedBytes
+            openMessageIDs = []
+            openMessageIDs.reserveCapacity(ids.count)
+            openBufferedBytes = 0
+            lingerDeadline = nil
+            do {
+                let bytes = try builder.build()
+                let baseSequence = idempotent ? nextSequence : -1
+                if idempotent { nextSequence = RecordAccumulator.sequence(nextSequence, plus: count) }
+                ready.append(SealedBatch(streamPartition: key, bytes: bytes, messageIDs: ids,
+                                         baseSequence: baseSequence, bufferedBytes: buffered))
+                return .sealed
+            } catch {
+                builder.reset()
+                return .failed(ids: ids, bufferedBytes: buffered, .connection("could not encode the batch: \(error)"))
+            }
+        }
     }
 
     struct StreamState {
         var partitionCount: Int32
         var stickyPartition: Int32
+        /// Index in `partitionStates` of each partition's state, -1 until the partition gets a record;
+        /// at least `partitionCount` long.
+        var partitionSlots: [Int]
     }
 
     struct PendingMessage {
@@ -92,8 +131,14 @@ struct RecordAccumulator {
     }
 
     let settings: Settings
-    private(set) var streams: [String: StreamState] = [:]
-    private(set) var partitions: [StreamPartition: PartitionState] = [:]
+    // Streams and partitions live in arrays addressed by slot, so the per-record path finds its
+    // partition without hashing: the last stream's slot is remembered, then it is two array reads.
+    private(set) var streamStates: [StreamState] = []
+    private var streamSlots: [String: Int] = [:]
+    private var lastStream: (name: String, slot: Int)?
+    private(set) var partitionStates: [PartitionState] = []
+    /// Slot in `partitionStates` by partition, for completed batches (once per batch, not per record).
+    private var partitionSlots: [StreamPartition: Int] = [:]
     /// Messages for streams whose metadata is being fetched.
     private(set) var pending: [String: [PendingMessage]] = [:]
     private(set) var bufferedBytes = 0
@@ -112,20 +157,23 @@ struct RecordAccumulator {
 
     // MARK: events
 
-    mutating func append(_ message: ProducerMessage, timestamp: Int64, now: NIODeadline) throws(ProducerError) -> (MessageID, AppendResult) {
+    /// `now` is evaluated only when the record opens a batch (its linger starts), so most appends read no clock.
+    mutating func append(_ message: ProducerMessage, timestamp: Int64,
+                         now: @autoclosure () -> NIODeadline) throws(ProducerError) -> (MessageID, AppendResult) {
         let size = message.estimatedByteCount
         guard size <= settings.batchBytesMax else { throw .messageTooLarge(bytes: size, max: settings.batchBytesMax) }
         guard bufferedBytes + size <= settings.bufferedBytesMax else { throw .bufferFull }
-        guard let stream = streams[message.stream] else {
+        guard let streamSlot = streamSlot(message.stream) else {
             let id = takeMessageID(size)
             let first = pending[message.stream] == nil
             pending[message.stream, default: []].append(PendingMessage(id: id, message: message, timestamp: timestamp))
             return (id, .awaitingMetadata(wake: first))
         }
-        let partition = try choosePartition(message, stream)
+        let partition = try choosePartition(message, streamStates[streamSlot])
         let id = takeMessageID(size)
         let streamPartition = StreamPartition(stream: message.stream, partition: partition)
-        let wake = appendToOpenBatch(streamPartition, id: id, message: message, timestamp: timestamp, size: size, now: now)
+        let wake = appendToOpenBatch(streamPartition, streamSlot: streamSlot, id: id, message: message,
+                                     timestamp: timestamp, size: size, now: now)
         return (id, .appended(streamPartition, wake: wake))
     }
 
@@ -140,19 +188,26 @@ struct RecordAccumulator {
                 return DeliveryReport(id: pendingMessage.id, stream: name, partition: -1, offset: nil, error: failure)
             }
         }
-        if streams[name] == nil {
-            streams[name] = StreamState(partitionCount: partitionCount, stickyPartition: 0)
+        let streamSlot: Int
+        if let slot = streamSlots[name] {
+            streamSlot = slot
+            streamStates[slot].partitionCount = partitionCount
+            let missing = Int(partitionCount) - streamStates[slot].partitionSlots.count
+            if missing > 0 { streamStates[slot].partitionSlots += repeatElement(-1, count: missing) }
         } else {
-            streams[name]?.partitionCount = partitionCount
+            streamSlot = streamStates.count
+            streamStates.append(StreamState(partitionCount: partitionCount, stickyPartition: 0,
+                                            partitionSlots: Array(repeating: -1, count: Int(partitionCount))))
+            streamSlots[name] = streamSlot
         }
         var failed: [DeliveryReport] = []
         for pendingMessage in waiting {
             let size = pendingMessage.message.estimatedByteCount
-            guard let stream = streams[name] else { break }
             do {
-                let partition = try choosePartition(pendingMessage.message, stream)
-                _ = appendToOpenBatch(StreamPartition(stream: name, partition: partition), id: pendingMessage.id,
-                                      message: pendingMessage.message, timestamp: pendingMessage.timestamp, size: size, now: now)
+                let partition = try choosePartition(pendingMessage.message, streamStates[streamSlot])
+                _ = appendToOpenBatch(StreamPartition(stream: name, partition: partition), streamSlot: streamSlot,
+                                      id: pendingMessage.id, message: pendingMessage.message,
+                                      timestamp: pendingMessage.timestamp, size: size, now: { now })
             } catch {
                 finish(bufferedBytes: size, count: 1)
                 failed.append(DeliveryReport(id: pendingMessage.id, stream: name, partition: -1, offset: nil, error: error))
@@ -171,19 +226,18 @@ struct RecordAccumulator {
     mutating func drain(now: NIODeadline, force: Bool) -> (batches: [SealedBatch], failed: [DeliveryReport]) {
         var failed: [DeliveryReport] = []
         var batches: [SealedBatch] = []
-        for key in partitions.keys {
-            guard var state = partitions[key] else { continue }
-            if canSeal, state.hasOpenRecords, force || (state.lingerDeadline.map { $0 <= now } ?? true) {
-                failed += seal(key, &state)
+        for slot in partitionStates.indices {
+            if canSeal, partitionStates[slot].hasOpenRecords,
+               force || (partitionStates[slot].lingerDeadline.map { $0 <= now } ?? true) {
+                failed += seal(slot)
             }
             // Ordering: with idempotence, a partition sends its batches one request after another in sequence order.
-            if let head = state.ready.first, head.notBefore.map({ $0 <= now }) ?? true {
-                var batch = state.ready.removeFirst()
+            if let head = partitionStates[slot].ready.first, head.notBefore.map({ $0 <= now }) ?? true {
+                var batch = partitionStates[slot].ready.removeFirst()
                 batch.attempts += 1
-                state.inflightSequences.append(batch.baseSequence)
+                partitionStates[slot].inflightSequences.append(batch.baseSequence)
                 batches.append(batch)
             }
-            partitions[key] = state
         }
         return (batches, failed)
     }
@@ -191,11 +245,10 @@ struct RecordAccumulator {
     /// A sent batch came back. Returns its reports, or nil when it was put back to be retried.
     mutating func batchCompleted(_ batch: SealedBatch, outcome: BatchOutcome, now: NIODeadline) -> [DeliveryReport]? {
         let key = batch.streamPartition
-        guard var state = partitions[key] else { return nil }
-        if let index = state.inflightSequences.firstIndex(of: batch.baseSequence) {
-            state.inflightSequences.remove(at: index)
+        guard let slot = partitionSlots[key] else { return nil }
+        if let index = partitionStates[slot].inflightSequences.firstIndex(of: batch.baseSequence) {
+            partitionStates[slot].inflightSequences.remove(at: index)
         }
-        defer { partitions[key] = state }
         switch outcome {
         case .acknowledged(let baseOffset):
             finish(bufferedBytes: batch.bufferedBytes, count: batch.recordCount)
@@ -204,13 +257,14 @@ struct RecordAccumulator {
                                offset: baseOffset.map { $0 + Int64(index) }, error: nil)
             }
         case .failed(let error):
-            if shouldRetry(batch, error: error, state: state) {
+            if shouldRetry(batch, error: error, state: partitionStates[slot]) {
                 var retry = batch
                 let shift = min(retry.attempts - 1, 16)
                 let backoff = min(settings.retryBackoffMilliseconds << Int64(shift), settings.retryBackoffMaxMilliseconds)
                 retry.notBefore = now + .milliseconds(backoff)
-                let position = state.ready.firstIndex { sequenceIsAfter($0.baseSequence, retry.baseSequence) } ?? state.ready.endIndex
-                state.ready.insert(retry, at: position)
+                let position = partitionStates[slot].ready.firstIndex { sequenceIsAfter($0.baseSequence, retry.baseSequence) }
+                    ?? partitionStates[slot].ready.endIndex
+                partitionStates[slot].ready.insert(retry, at: position)
                 return nil
             }
             finish(bufferedBytes: batch.bufferedBytes, count: batch.recordCount)
@@ -223,7 +277,7 @@ struct RecordAccumulator {
     /// The earliest moment `drain` has something new to do: a linger or backoff expiring.
     func nextDeadline() -> NIODeadline? {
         var earliest: NIODeadline?
-        for state in partitions.values {
+        for state in partitionStates {
             if canSeal, state.hasOpenRecords, let deadline = state.lingerDeadline {
                 earliest = earliest.map { min($0, deadline) } ?? deadline
             }
@@ -236,7 +290,7 @@ struct RecordAccumulator {
 
     /// Whether some batch is ready to send now (after sealing what `force` or linger allows).
     func hasSendableBatch(now: NIODeadline, force: Bool) -> Bool {
-        partitions.values.contains { state in
+        partitionStates.contains { state in
             if let head = state.ready.first { return head.notBefore.map { $0 <= now } ?? true }
             return canSeal && state.hasOpenRecords && (force || (state.lingerDeadline.map { $0 <= now } ?? true))
         }
@@ -252,8 +306,9 @@ struct RecordAccumulator {
             }
         }
         pending.removeAll()
-        for key in partitions.keys {
-            guard var state = partitions[key] else { continue }
+        for slot in partitionStates.indices {
+            let key = partitionStates[slot].key
+            var state = partitionStates[slot]
             for id in state.openMessageIDs {
                 reports.append(DeliveryReport(id: id, stream: key.stream, partition: key.partition, offset: nil, error: error))
             }
@@ -268,7 +323,7 @@ struct RecordAccumulator {
                 }
             }
             state.ready.removeAll()
-            partitions[key] = state
+            partitionStates[slot] = state
         }
         return reports.sorted { $0.id < $1.id }
     }
@@ -303,27 +358,47 @@ struct RecordAccumulator {
         return stream.stickyPartition
     }
 
-    /// Returns whether the sender must wake up.
-    private mutating func appendToOpenBatch(_ key: StreamPartition, id: MessageID, message: ProducerMessage,
-                                            timestamp: Int64, size: Int, now: NIODeadline) -> Bool {
-        var state = partitions.removeValue(forKey: key) ?? PartitionState(builder: makeBuilder())
+    /// The stream's slot in `streamStates`, nil while its metadata is unknown.
+    private mutating func streamSlot(_ name: String) -> Int? {
+        // Usually the same String as last time, which compares equal without reading its bytes.
+        if let last = lastStream, last.name == name { return last.slot }
+        guard let slot = streamSlots[name] else { return nil }
+        lastStream = (name, slot)
+        return slot
+    }
+
+    /// The partition's slot in `partitionStates`, created on its first record.
+    private mutating func partitionSlot(_ key: StreamPartition, streamSlot: Int) -> Int {
+        let existing = streamStates[streamSlot].partitionSlots[Int(key.partition)]
+        if existing >= 0 { return existing }
+        let slot = partitionStates.count
+        partitionStates.append(PartitionState(key: key, streamSlot: streamSlot, builder: makeBuilder()))
+        streamStates[streamSlot].partitionSlots[Int(key.partition)] = slot
+        partitionSlots[key] = slot
+        return slot
+    }
+
+    /// Returns whether the sender must wake up. The partition's state is mutated in place (no copy of its buffers).
+    private mutating func appendToOpenBatch(_ key: StreamPartition, streamSlot: Int, id: MessageID, message: ProducerMessage,
+                                            timestamp: Int64, size: Int, now: () -> NIODeadline) -> Bool {
+        let slot = partitionSlot(key, streamSlot: streamSlot)
         var wake = false
-        if state.hasOpenRecords && state.openBufferedBytes + size > settings.batchBytesMax {
+        if partitionStates[slot].hasOpenRecords && partitionStates[slot].openBufferedBytes + size > settings.batchBytesMax {
             // The record does not fit: the open batch is full, send it.
             if canSeal {
                 // Sealing reports failures only if the codec fails; those are delivered on the next drain.
-                sealedFailures += seal(key, &state)
+                sealedFailures += seal(slot)
             }
             wake = true
         }
-        if !state.hasOpenRecords {
-            state.lingerDeadline = now + .milliseconds(settings.lingerMilliseconds)
+        if !partitionStates[slot].hasOpenRecords {
+            partitionStates[slot].lingerDeadline = now() + .milliseconds(settings.lingerMilliseconds)
             wake = true
         }
-        state.builder.append(timestamp: timestamp, key: message.key, value: message.value, headers: message.headers)
-        state.openMessageIDs.append(id)
-        state.openBufferedBytes += size
-        partitions[key] = state
+        partitionStates[slot].builder.append(timestamp: timestamp, key: message.key, value: message.value,
+                                             headers: message.headers)
+        partitionStates[slot].openMessageIDs.append(id)
+        partitionStates[slot].openBufferedBytes += size
         return wake
     }
 
@@ -341,34 +416,19 @@ struct RecordAccumulator {
                                   initialCapacity: min(settings.batchBytesMax, 16 * 1024))
     }
 
-    private mutating func seal(_ key: StreamPartition, _ state: inout PartitionState) -> [DeliveryReport] {
-        let count = Int32(truncatingIfNeeded: state.openMessageIDs.count)
-        if let identity = producerIdentity, settings.idempotent {
-            state.builder.configuration.producerId = identity.id
-            state.builder.configuration.producerEpoch = identity.epoch
-            state.builder.configuration.baseSequence = state.nextSequence
-        }
-        let ids = state.openMessageIDs
-        let buffered = state.openBufferedBytes
-        state.openMessageIDs = []
-        state.openMessageIDs.reserveCapacity(ids.count)
-        state.openBufferedBytes = 0
-        state.lingerDeadline = nil
+    private mutating func seal(_ slot: Int) -> [DeliveryReport] {
+        let key = partitionStates[slot].key
         // The next keyless record starts a batch elsewhere, spreading load over partitions.
-        if let stream = streams[key.stream], stream.stickyPartition == key.partition, stream.partitionCount > 1 {
-            streams[key.stream]?.stickyPartition = (key.partition + 1) % stream.partitionCount
+        let streamSlot = partitionStates[slot].streamSlot
+        let stream = streamStates[streamSlot]
+        if stream.stickyPartition == key.partition, stream.partitionCount > 1 {
+            streamStates[streamSlot].stickyPartition = (key.partition + 1) % stream.partitionCount
         }
-        do {
-            let bytes = try state.builder.build()
-            let baseSequence = settings.idempotent ? state.nextSequence : -1
-            if settings.idempotent { state.nextSequence = Self.sequence(state.nextSequence, plus: count) }
-            state.ready.append(SealedBatch(streamPartition: key, bytes: bytes, messageIDs: ids,
-                                           baseSequence: baseSequence, bufferedBytes: buffered))
+        switch partitionStates[slot].seal(identity: producerIdentity, idempotent: settings.idempotent) {
+        case .sealed:
             return []
-        } catch {
-            state.builder.reset()
+        case .failed(let ids, let buffered, let failure):
             finish(bufferedBytes: buffered, count: ids.count)
-            let failure = ProducerError.connection("could not encode the batch: \(error)")
             return ids.map { DeliveryReport(id: $0, stream: key.stream, partition: key.partition, offset: nil, error: failure) }
         }
     }
