@@ -2,6 +2,9 @@ import ArgumentParser
 import EventFlowBroker
 import EventFlowStorage
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 
@@ -65,6 +68,7 @@ struct Serve: AsyncParsableCommand {
     var defaultPartitions = 1
 
     func run() async throws {
+        Self.boundAllocatorRetention()
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -207,5 +211,22 @@ final class SignalWaiter: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+extension Serve {
+    /// Request buffers are around a megabyte each. glibc's adaptive mmap threshold would move
+    /// them onto per-thread heaps that keep freed memory, so RSS would follow the offered load
+    /// rather than the broker's bounds: a fixed threshold returns them to the system on free.
+    static func boundAllocatorRetention() {
+        #if canImport(Glibc)
+        // mallopt is declared in malloc.h, which the Glibc module does not export.
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+        let mmapThreshold: Int32 = -3, arenaMax: Int32 = -8  // M_MMAP_THRESHOLD, M_ARENA_MAX
+        _ = mallopt(mmapThreshold, 128 * 1024)
+        _ = mallopt(arenaMax, 2)
+        #endif
     }
 }

@@ -132,11 +132,19 @@ public enum EventBatchLog {
         }
     }
 
+    /// Largest piece of COPY data handed to libpq at once.
+    static let copyChunkBytes = 256 * 1024
+
     private static func copyInTransaction(_ db: PostgresConnection, sql: String, data: [UInt8]) throws {
         try db.execute("BEGIN")
         do {
             try db.copyIn(sql) { send in
-                try data.withUnsafeBytes { try send($0) }
+                // In pieces: libpq buffers each piece whole, and keeps its send buffer at the largest one.
+                try data.withUnsafeBytes { bytes in
+                    for start in stride(from: 0, to: bytes.count, by: copyChunkBytes) {
+                        try send(UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + copyChunkBytes, bytes.count)]))
+                    }
+                }
             }
         } catch {
             try? db.execute("ROLLBACK")
