@@ -253,21 +253,33 @@ private func storedBaseOffset(_ batch: GroupCommit.Batch) -> Int64? {
         #expect(gc.flushSucceeded(retry.id, now: 25 * millisecond).first == .highWatermarksAdvanced([partitionA: 5]))
     }
 
-    @Test func committedOffsetsTileEachPartitionThroughSuccessesAndFailures() throws {
+    @Test(arguments: [5_000, 600])
+    func committedOffsetsTileEachPartitionThroughSuccessesAndFailures(memoryBytesMax: Int) throws {
         // A deterministic walk through accepts, timers, successes and failures: the committed
-        // batches of each partition must cover 0..<highWatermark exactly, in order.
-        var gc = machine(flushBytesTarget: 700, lingerMilliseconds: 2, memoryBytesMax: 5_000)
+        // batches of each partition must cover 0..<highWatermark exactly, in order, and every
+        // batch is answered exactly once. With 600 bytes of memory, batches are often held.
+        var gc = machine(flushBytesTarget: 700, lingerMilliseconds: 2, memoryBytesMax: memoryBytesMax)
         var random = SplitMix64(seed: 0x5EED)
         var committed: [StreamPartition: [GroupCommit.Batch]] = [:]
         var inFlight: GroupCommit.Flush?
         var now: UInt64 = 0
         var token: UInt64 = 0
+        var answers: [RequestToken: Int] = [:]
+        var heldAtMost = 0
 
         func absorb(_ actions: [GroupCommit.Action]) {
-            for case .flushNow(let flush) in actions {
-                #expect(inFlight == nil, "two flushes in flight")
-                inFlight = flush
+            for action in actions {
+                switch action {
+                case .flushNow(let flush):
+                    #expect(inFlight == nil, "two flushes in flight")
+                    inFlight = flush
+                case .ackDurable(let token, _), .ackNow(let token, _), .fail(let token, _):
+                    answers[token, default: 0] += 1
+                default:
+                    break
+                }
             }
+            heldAtMost = max(heldAtMost, gc.heldBatchCount)
         }
 
         for _ in 0..<2_000 {
@@ -292,6 +304,16 @@ private func storedBaseOffset(_ batch: GroupCommit.Batch) -> Int64? {
             }
             #expect(gc.invariantViolations() == [])
         }
+        absorb(gc.drain())
+        while let flush = inFlight {
+            inFlight = nil
+            for batch in flush.batches { committed[batch.partition, default: []].append(batch) }
+            absorb(gc.flushSucceeded(flush.id, now: now))
+        }
+        #expect(answers.count == Int(token), "every batch answered")
+        #expect(answers.values.allSatisfy { $0 == 1 }, "no batch answered twice")
+        #expect(gc.heldBatchCount == 0 && gc.memoryBytes == 0)
+        if memoryBytesMax < 1_000 { #expect(heldAtMost > 0, "the walk held batches") }
         for partition in [partitionA, partitionB] {
             var expected: Int64 = 0
             for batch in committed[partition] ?? [] {
@@ -313,18 +335,102 @@ private func storedBaseOffset(_ batch: GroupCommit.Batch) -> Int64? {
         #expect(gc.accept(batch(byteCount: 200, token: 3), now: 6 * millisecond).contains(.pauseReading))
         #expect(gc.isReadingPaused)
 
-        // A batch decoded before the pause took effect, and that does not fit, is refused.
-        #expect(gc.accept(batch(byteCount: 300, token: 4), now: 6 * millisecond) == [.fail(RequestToken(4), .backpressure)])
-        #expect(GroupCommit.Failure.backpressure.errorCode.isRetriable)
+        // A batch read before the pause took effect, and that does not fit, is held: no answer, no offsets.
+        #expect(gc.accept(batch(records: 2, byteCount: 300, token: 4), now: 6 * millisecond) == [])
+        #expect(gc.heldBatchCount == 1 && gc.heldBytes == 300)
+        #expect(gc.nextOffset(of: partitionA) == 3)
 
-        // 400 bytes leave: 400 remain, still above the low-water mark.
+        // 400 bytes leave: the held batch fits and takes the next offsets; 700 remain, above the low-water mark.
         let afterFirst = gc.flushSucceeded(first.id, now: 7 * millisecond)
+        #expect(afterFirst.contains(.ackDurable(RequestToken(1), baseOffset: 0)))
         #expect(!afterFirst.contains(.resumeReading))
-        #expect(gc.memoryBytes == 400)
+        #expect(gc.heldBatchCount == 0 && gc.heldBytes == 0)
+        #expect(gc.memoryBytes == 700)
         let second = try onlyFlush(gc.timerFired(now: 11 * millisecond))
-        #expect(gc.flushSucceeded(second.id, now: 12 * millisecond).contains(.resumeReading))
+        #expect(second.batches.map(\.token) == [RequestToken(2), RequestToken(3), RequestToken(4)])
+        #expect(second.batches.map(\.baseOffset) == [1, 2, 3])
+        let afterSecond = gc.flushSucceeded(second.id, now: 12 * millisecond)
+        #expect(afterSecond.contains(.ackDurable(RequestToken(4), baseOffset: 3)))
+        #expect(afterSecond.contains(.resumeReading))
         #expect(gc.memoryBytes == 0)
         #expect(!gc.isReadingPaused)
+        #expect(gc.invariantViolations().isEmpty)
+    }
+
+    @Test func heldBatchesStartAFlushAndAreTakenInArrivalOrder() throws {
+        var gc = machine(flushBytesTarget: 10_000, lingerMilliseconds: 1_000, memoryBytesMax: 1_000)
+        _ = gc.accept(batch(byteCount: 600, token: 1), now: 0)
+        // Nothing in flight: holding a batch flushes the filling buffer at once instead of lingering.
+        let hold = gc.accept(batch(partitionB, byteCount: 600, token: 2), now: 0)
+        let first = try onlyFlush(hold)
+        #expect(first.batches.map(\.token) == [RequestToken(1)])
+        #expect(hold.contains(.pauseReading))
+        // Behind a held batch, even one that would fit waits, so arrival order is kept.
+        #expect(gc.accept(batch(byteCount: 100, token: 3), now: 0) == [])
+        #expect(gc.heldBatchCount == 2)
+
+        // Both fit once the flush commits: nothing is held any more, so they linger as usual.
+        #expect(flushes(gc.flushSucceeded(first.id, now: 1 * millisecond)).isEmpty)
+        #expect(gc.heldBatchCount == 0)
+        let second = try onlyFlush(gc.timerFired(now: 1_001 * millisecond))
+        #expect(second.batches.map(\.token) == [RequestToken(2), RequestToken(3)])
+        #expect(second.batches.map(\.baseOffset) == [0, 1])
+        #expect(gc.heldBatchCount == 0)
+        #expect(gc.invariantViolations().isEmpty)
+    }
+
+    @Test func beyondTheHeldBoundABatchIsRefusedWithARetriableError() throws {
+        var gc = GroupCommit(configuration: .init(flushBytesTarget: 10_000, memoryBytesMax: 1_000, heldBytesMax: 500))
+        gc.startup(nextOffsets: [partitionA: 0])
+        _ = gc.accept(batch(byteCount: 900, token: 1), now: 0)
+        #expect(gc.accept(batch(byteCount: 400, token: 2), now: 0).contains(.fail(RequestToken(2), .backpressure)) == false)
+        #expect(gc.accept(batch(byteCount: 200, token: 3), now: 0) == [.fail(RequestToken(3), .backpressure)])
+        #expect(GroupCommit.Failure.backpressure.errorCode == .requestTimedOut)
+        #expect(GroupCommit.Failure.backpressure.errorCode.isRetriable)
+        #expect(gc.heldBytes == 400)
+        #expect(gc.nextOffset(of: partitionA) == 1, "neither the held nor the refused batch took offsets")
+    }
+
+    @Test func pipelinedBatchesOfAnIdempotentProducerHeldForMemoryKeepTheirSequence() throws {
+        // A producer's first batch held, its next one behind it: both stored, no sequence error.
+        var gc = machine(flushBytesTarget: 10_000, memoryBytesMax: 1_000)
+        _ = gc.accept(batch(partitionB, byteCount: 800, token: 1), now: 0)
+        let first = try onlyFlush(gc.accept(batch(records: 5, byteCount: 500, token: 2,
+                                                  producer: .init(producerID: 9, epoch: 0, baseSequence: 0)), now: 0))
+        #expect(gc.accept(batch(records: 5, byteCount: 300, token: 3,
+                                producer: .init(producerID: 9, epoch: 0, baseSequence: 5)), now: 0) == [])
+        #expect(flushes(gc.flushSucceeded(first.id, now: millisecond)).isEmpty)
+        let second = try onlyFlush(gc.timerFired(now: 6 * millisecond))
+        #expect(second.batches.map(\.baseOffset) == [0, 5])
+        let answers = gc.flushSucceeded(second.id, now: 2 * millisecond)
+        #expect(answers.contains(.ackDurable(RequestToken(2), baseOffset: 0)))
+        #expect(answers.contains(.ackDurable(RequestToken(3), baseOffset: 5)))
+    }
+
+    @Test func aFailedFlushFailsTheBatchesHeldBehindIt() throws {
+        var gc = machine(flushBytesTarget: 10_000, memoryBytesMax: 1_000)
+        _ = gc.accept(batch(byteCount: 800, token: 1), now: 0)
+        let flush = try onlyFlush(gc.accept(batch(byteCount: 500, ack: .memory, token: 2), now: 0))
+        _ = gc.accept(batch(byteCount: 100, ack: .none, token: 3), now: 0)
+        let actions = gc.flushFailed(flush.id)
+        #expect(actions.contains(.fail(RequestToken(1), .flushFailed)))
+        #expect(actions.contains(.fail(RequestToken(2), .earlierFlushFailed)), "acks=memory held: never answered yet")
+        #expect(!actions.contains { if case .fail(RequestToken(3), _) = $0 { true } else { false } })
+        #expect(gc.heldBatchCount == 0 && gc.heldBytes == 0)
+        #expect(actions.contains(.resumeReading))
+        #expect(gc.nextOffset(of: partitionA) == 0)
+    }
+
+    @Test func drainWaitsForHeldBatches() throws {
+        var gc = machine(flushBytesTarget: 10_000, memoryBytesMax: 1_000)
+        _ = gc.accept(batch(byteCount: 800, token: 1), now: 0)
+        let first = try onlyFlush(gc.accept(batch(byteCount: 500, token: 2), now: 0))
+        #expect(gc.drain() == [])
+        let afterFirst = gc.flushSucceeded(first.id, now: millisecond)
+        #expect(!afterFirst.contains(.drained))
+        let second = try onlyFlush(afterFirst)
+        #expect(second.batches.map(\.token) == [RequestToken(2)])
+        #expect(gc.flushSucceeded(second.id, now: 2 * millisecond).last == .drained)
     }
 
     @Test func failedFlushReleasesAllMemoryAndResumesReading() throws {

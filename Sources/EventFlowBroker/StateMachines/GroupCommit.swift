@@ -9,8 +9,15 @@ import NIOCore
 /// first batch arrived, whichever comes first. At most one flush is in flight; while it
 /// commits, the next one fills (double buffering).
 ///
-/// Failure rule: when a flush fails, that flush's batches *and every batch filled after it*
-/// are failed back (retriable error), and each partition's next offset is reset to its high
+/// Memory rule: buffered bytes (filling + in flight) never exceed `memoryBytesMax`. A batch that
+/// does not fit is *held*, unanswered and without offsets, in arrival order, and taken (sequence
+/// check, offsets) as flushes commit and free memory; reads pause at `memoryBytesPause` of
+/// buffered + held bytes, so only batches already read when the pause took effect are held.
+/// Held bytes have their own bound, `heldBytesMax`; only beyond it is a batch refused
+/// (retriable `REQUEST_TIMED_OUT`).
+///
+/// Failure rule: when a flush fails, that flush's batches *and every batch filled or held after
+/// it* are failed back (retriable error), and each partition's next offset is reset to its high
 /// watermark. Later batches hold offsets after the failed ones, so committing them would leave
 /// a gap; failing them too keeps committed order equal to offset order, readers never see a
 /// gap, and the retries get dense offsets again.
@@ -23,9 +30,11 @@ public struct GroupCommit: Sendable {
         public var flushBytesTarget: Int
         /// A flush starts at the latest this long after the first batch entered an empty buffer.
         public var lingerMilliseconds: Int
-        /// Hard bound on buffered batch bytes (filling + in flight); a batch beyond it is refused.
+        /// Hard bound on buffered batch bytes (filling + in flight); a batch beyond it is held.
         public var memoryBytesMax: Int
-        /// Reading from sockets pauses once buffered bytes reach this (high-water mark)...
+        /// Hard bound on held batch bytes (read, waiting for memory); a batch beyond it is refused.
+        public var heldBytesMax: Int
+        /// Reading from sockets pauses once buffered + held bytes reach this (high-water mark)...
         public var memoryBytesPause: Int
         /// ...and resumes once they drain to this (low-water mark).
         public var memoryBytesResume: Int
@@ -38,11 +47,13 @@ public struct GroupCommit: Sendable {
             memoryBytesMax: Int = 64 << 20,
             memoryBytesPause: Int? = nil,
             memoryBytesResume: Int? = nil,
+            heldBytesMax: Int? = nil,
             producerPartitionsMax: Int = 100_000
         ) {
             self.flushBytesTarget = flushBytesTarget
             self.lingerMilliseconds = lingerMilliseconds
             self.memoryBytesMax = memoryBytesMax
+            self.heldBytesMax = heldBytesMax ?? memoryBytesMax
             self.memoryBytesPause = memoryBytesPause ?? memoryBytesMax / 4 * 3
             self.memoryBytesResume = memoryBytesResume ?? memoryBytesMax / 2
             self.producerPartitionsMax = producerPartitionsMax
@@ -102,7 +113,7 @@ public struct GroupCommit: Sendable {
 
     /// Why a batch was not accepted, or not committed.
     public enum Failure: Hashable, Sendable {
-        /// The batcher's memory is full; retry later.
+        /// The batcher's memory and its held bytes are full; retry later.
         case backpressure
         /// The batch alone is larger than `memoryBytesMax`.
         case batchTooLarge
@@ -116,7 +127,7 @@ public struct GroupCommit: Sendable {
         case shuttingDown
         /// The flush holding the batch failed to commit.
         case flushFailed
-        /// An earlier flush failed; the batch held later offsets and was failed with it.
+        /// An earlier flush failed; the batch was buffered or held behind it and was failed with it.
         case earlierFlushFailed
         /// The idempotence table refused the batch.
         case sequence(ProducerIdempotence.SequenceCheck)
@@ -186,6 +197,10 @@ public struct GroupCommit: Sendable {
     private var nextFlushID: UInt64 = 1
     /// Bytes of batches buffered (filling + in flight).
     public private(set) var memoryBytes = 0
+    /// Batches that did not fit in memory, in arrival order (see the memory rule).
+    private var held = CircularBuffer<ValidatedBatch>()
+    /// Bytes of `held`.
+    public private(set) var heldBytes = 0
     public private(set) var isReadingPaused = false
     /// Durable retries of uncommitted batches, answered with their original's outcome.
     private var retriesWaiting: [RequestToken: [RequestToken]] = [:]
@@ -206,6 +221,7 @@ public struct GroupCommit: Sendable {
     public func nextOffset(of partition: StreamPartition) -> Int64? { partitions[partition]?.next }
     public var flushInFlight: FlushID? { inFlight?.id }
     public var bufferedBatchCount: Int { filling.batches.count }
+    public var heldBatchCount: Int { held.count }
 
     // MARK: Events
 
@@ -231,15 +247,15 @@ public struct GroupCommit: Sendable {
         }
     }
 
-    /// Takes a validated batch: assigns its offsets and buffers it, or answers it at once
-    /// (refused, or a retry of a known batch).
+    /// Takes a validated batch: assigns its offsets and buffers it, holds it until memory frees,
+    /// or answers it at once (refused, or a retry of a known batch).
     public mutating func accept(_ batch: ValidatedBatch, now: UInt64) -> [Action] {
         switch lifecycle {
         case .notStarted: return [.fail(batch.token, .notStarted)]
         case .draining, .drained: return [.fail(batch.token, .shuttingDown)]
         case .running: break
         }
-        guard let offsets = partitions[batch.partition] else {
+        guard partitions[batch.partition] != nil else {
             return [.fail(batch.token, .unknownPartition)]
         }
         guard batch.recordCount > 0, batch.byteCount >= RecordBatchHeader.byteCount else {
@@ -247,6 +263,51 @@ public struct GroupCommit: Sendable {
         }
         guard batch.byteCount <= configuration.memoryBytesMax else {
             return [.fail(batch.token, .batchTooLarge)]
+        }
+        if held.isEmpty, memoryBytes + batch.byteCount <= configuration.memoryBytesMax {
+            return admit(batch, now: now)
+        }
+        return hold(batch, now: now)
+    }
+
+    /// A batch that does not fit (or arrives behind held ones) waits its turn; beyond
+    /// `heldBytesMax` it is refused. Reading should already be paused: held batches were read
+    /// before the pause took effect.
+    private mutating func hold(_ batch: ValidatedBatch, now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        if heldBytes + batch.byteCount <= configuration.heldBytesMax {
+            held.append(batch)
+            heldBytes += batch.byteCount
+        } else {
+            actions.append(.fail(batch.token, .backpressure))
+        }
+        if !isReadingPaused {
+            isReadingPaused = true
+            actions.append(.pauseReading)
+        }
+        if inFlight == nil, isFillingDue(now: now) {
+            actions.append(.flushNow(startFlush()))
+        }
+        return actions
+    }
+
+    /// Takes held batches, oldest first, while they fit in memory.
+    private mutating func admitHeld(now: UInt64) -> [Action] {
+        // Take out all that fit first: a flush starts early only for batches still held after them.
+        var fitting: [ValidatedBatch] = []
+        var bytes = memoryBytes
+        while let next = held.first, bytes + next.byteCount <= configuration.memoryBytesMax {
+            fitting.append(held.removeFirst())
+            heldBytes -= next.byteCount
+            bytes += next.byteCount
+        }
+        return fitting.flatMap { admit($0, now: now) }
+    }
+
+    /// Sequence check, offsets, buffer: the batch fits in memory and nothing is held before it.
+    private mutating func admit(_ batch: ValidatedBatch, now: UInt64) -> [Action] {
+        guard let offsets = partitions[batch.partition] else {
+            return [.fail(batch.token, .unknownPartition)]
         }
         if let producer = batch.producer {
             let check = producers.check(producerID: producer.producerID, epoch: producer.epoch,
@@ -266,15 +327,6 @@ public struct GroupCommit: Sendable {
             case .outOfOrder, .staleEpoch, .unknownProducer:
                 return [.fail(batch.token, .sequence(check))]
             }
-        }
-        guard memoryBytes + batch.byteCount <= configuration.memoryBytesMax else {
-            // Reading should already be paused; batches decoded before it took effect land here.
-            var actions: [Action] = [.fail(batch.token, .backpressure)]
-            if !isReadingPaused {
-                isReadingPaused = true
-                actions.append(.pauseReading)
-            }
-            return actions
         }
 
         let baseOffset = offsets.next
@@ -304,7 +356,7 @@ public struct GroupCommit: Sendable {
         } else if wasEmpty, let deadline = filling.lingerDeadline {
             actions.append(.scheduleLinger(deadline: deadline))
         }
-        if !isReadingPaused, memoryBytes >= configuration.memoryBytesPause {
+        if !isReadingPaused, memoryBytes + heldBytes >= configuration.memoryBytesPause {
             isReadingPaused = true
             actions.append(.pauseReading)
         }
@@ -358,8 +410,11 @@ public struct GroupCommit: Sendable {
 
         var actions: [Action] = [.highWatermarksAdvanced(advanced)]
         actions.append(contentsOf: answers)
+        actions.append(contentsOf: admitHeld(now: now))
         actions.append(contentsOf: resumeReadingIfDrained())
-        actions.append(contentsOf: continueAfterFlush(now: now))
+        if inFlight == nil {
+            actions.append(contentsOf: continueAfterFlush(now: now))
+        }
         assert(invariantViolations().isEmpty, "\(invariantViolations())")
         return actions
     }
@@ -383,9 +438,15 @@ public struct GroupCommit: Sendable {
                 }
             }
         }
+        // Held batches were never answered, whatever their ack mode (acks=none: never are).
+        for batch in held where batch.ackMode != .none {
+            actions.append(.fail(batch.token, .earlierFlushFailed))
+        }
         assert(retriesWaiting.isEmpty, "every waiting retry belongs to a buffered batch")
         inFlight = nil
         filling = FillingBuffer()
+        held.removeAll()
+        heldBytes = 0
         memoryBytes = 0
         for (partition, offsets) in partitions {
             partitions[partition]?.next = offsets.highWatermark
@@ -425,6 +486,12 @@ public struct GroupCommit: Sendable {
         let bufferedBytes = buffered.reduce(0) { $0 + $1.byteCount }
         if memoryBytes != bufferedBytes {
             violations.append("memoryBytes \(memoryBytes) != buffered bytes \(bufferedBytes)")
+        }
+        if heldBytes != held.reduce(0, { $0 + $1.byteCount }) {
+            violations.append("heldBytes \(heldBytes) does not match the held batches")
+        }
+        if !held.isEmpty, inFlight == nil, filling.batches.isEmpty {
+            violations.append("batches held while nothing is buffered to free memory")
         }
         if let inFlight, inFlight.byteCount != inFlight.batches.reduce(0, { $0 + $1.byteCount }) {
             violations.append("\(inFlight.id) byteCount does not match its batches")
@@ -473,7 +540,8 @@ public struct GroupCommit: Sendable {
 
     private func isFillingDue(now: UInt64) -> Bool {
         guard !filling.batches.isEmpty else { return false }
-        if lifecycle == .draining || filling.byteCount >= configuration.flushBytesTarget { return true }
+        // Held batches wait for memory, which only a committed flush frees: no lingering then.
+        if lifecycle == .draining || !held.isEmpty || filling.byteCount >= configuration.flushBytesTarget { return true }
         guard let deadline = filling.lingerDeadline else { return false }
         return now >= deadline
     }
@@ -492,7 +560,7 @@ public struct GroupCommit: Sendable {
         if isFillingDue(now: now) {
             return [.flushNow(startFlush())]
         }
-        if lifecycle == .draining, filling.batches.isEmpty, inFlight == nil {
+        if lifecycle == .draining, filling.batches.isEmpty, inFlight == nil, held.isEmpty {
             lifecycle = .drained
             return [.drained]
         }
@@ -500,7 +568,7 @@ public struct GroupCommit: Sendable {
     }
 
     private mutating func resumeReadingIfDrained() -> [Action] {
-        guard isReadingPaused, memoryBytes <= configuration.memoryBytesResume else { return [] }
+        guard isReadingPaused, memoryBytes + heldBytes <= configuration.memoryBytesResume else { return [] }
         isReadingPaused = false
         return [.resumeReading]
     }
