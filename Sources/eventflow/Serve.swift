@@ -52,8 +52,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Group commit: flush once this many batch bytes are buffered.")
     var flushBytesTarget = 1 << 20
 
-    @Option(help: "Group commit: flush at the latest this long after the first buffered batch, in milliseconds.")
-    var lingerMilliseconds = 5
+    @Option(help: "Group commit: flush at the latest this long after the first buffered batch, in milliseconds (0: at once when no flush is committing; batches arriving meanwhile form the next flush).")
+    var lingerMilliseconds = 0
 
     @Option(help: "Batcher memory bound in bytes; socket reads pause at 3/4 of it and resume at 1/2.")
     var memoryBytesMax = 64 << 20

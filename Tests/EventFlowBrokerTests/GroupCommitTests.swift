@@ -357,6 +357,19 @@ private func storedBaseOffset(_ batch: GroupCommit.Batch) -> Int64? {
         #expect(gc.invariantViolations().isEmpty)
     }
 
+    @Test func withoutLingerWhatArrivesDuringACommitIsTheNextFlush() throws {
+        var gc = machine(flushBytesTarget: 10_000, lingerMilliseconds: 0)
+        let first = try onlyFlush(gc.accept(batch(token: 1), now: 0))
+        #expect(first.batches.map(\.token) == [RequestToken(1)], "nothing committing: flushed at once")
+        // While it commits, batches gather with no timer.
+        #expect(gc.accept(batch(token: 2), now: 1) == [])
+        #expect(gc.accept(batch(partitionB, token: 3), now: 2) == [])
+        let second = try onlyFlush(gc.flushSucceeded(first.id, now: 3))
+        #expect(second.batches.map(\.token) == [RequestToken(2), RequestToken(3)])
+        #expect(flushes(gc.flushSucceeded(second.id, now: 4)).isEmpty)
+        #expect(gc.flushInFlight == nil)
+    }
+
     @Test func heldBatchesStartAFlushAndAreTakenInArrivalOrder() throws {
         var gc = machine(flushBytesTarget: 10_000, lingerMilliseconds: 1_000, memoryBytesMax: 1_000)
         _ = gc.accept(batch(byteCount: 600, token: 1), now: 0)

@@ -5,9 +5,12 @@ import NIOCore
 ///
 /// It accepts validated batches, assigns dense offsets (the writer stores each batch with its
 /// assigned base offset, see `Batch.writeStoredBytes`), collects batches of many producers and
-/// partitions into a *flush* (one transaction), and decides when to flush: when `flushBytesTarget` is reached or `lingerMilliseconds` after the
-/// first batch arrived, whichever comes first. At most one flush is in flight; while it
-/// commits, the next one fills (double buffering).
+/// partitions into a *flush* (one transaction), and decides when to flush: when
+/// `flushBytesTarget` is reached or `lingerMilliseconds` after the first batch arrived,
+/// whichever comes first. At most one flush is in flight; while it commits, the next one fills
+/// (double buffering). With a linger of 0 (the default) a batch arriving while nothing commits is
+/// flushed at once, and the flush size adapts to the load: whatever arrived during one commit is
+/// the next.
 ///
 /// Memory rule: buffered bytes (filling + in flight) never exceed `memoryBytesMax`. A batch that
 /// does not fit is *held*, unanswered and without offsets, in arrival order, and taken (sequence
@@ -43,7 +46,7 @@ public struct GroupCommit: Sendable {
 
         public init(
             flushBytesTarget: Int = 1 << 20,
-            lingerMilliseconds: Int = 5,
+            lingerMilliseconds: Int = 0,
             memoryBytesMax: Int = 64 << 20,
             memoryBytesPause: Int? = nil,
             memoryBytesResume: Int? = nil,
@@ -353,7 +356,8 @@ public struct GroupCommit: Sendable {
         }
         if inFlight == nil, isFillingDue(now: now) {
             actions.append(.flushNow(startFlush()))
-        } else if wasEmpty, let deadline = filling.lingerDeadline {
+        } else if wasEmpty, configuration.lingerMilliseconds > 0, let deadline = filling.lingerDeadline {
+            // With no linger the flush in flight starts this one on completion; no timer needed.
             actions.append(.scheduleLinger(deadline: deadline))
         }
         if !isReadingPaused, memoryBytes + heldBytes >= configuration.memoryBytesPause {
