@@ -112,6 +112,19 @@ func storedRows(_ db: PostgresConnection, streamID: UUID) throws -> [StoredRow] 
                                                   baseSequence: 0, recordCount: 5, baseOffset: 0)])
     }
 
+    @Test func writerConnectionAsksForEarlyWriteBackOfWhatItWrites() throws {
+        let url = try TestCluster.freshDatabase()
+        let writer = LogWriterThread(url: url, logger: Logger(label: "test"))
+        writer.start()
+        let done = DispatchSemaphore(value: 0)
+        let setting = NIOLockedBox<String?>(nil)
+        writer.submit({ db in setting.set(try db.query("SHOW backend_flush_after").first?["backend_flush_after"]) },
+                      completion: { _ in done.signal() })
+        done.wait()
+        writer.stop()
+        #expect(setting.get() == "2MB")
+    }
+
     @Test func writerReportsAnUnreachableDatabaseAsAConnectionFailure() throws {
         let writer = LogWriterThread(url: "postgresql://eventflow@127.0.0.1:1/none?connect_timeout=2", logger: Logger(label: "test"))
         writer.start()
