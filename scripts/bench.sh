@@ -109,11 +109,16 @@ COMMON=(--message-size 100 --compression lz4 --warmup "$WARMUP")
 FAILED=()
 # Start and end (epoch seconds) of each run, to attribute the broker's RSS samples to runs.
 mark() { echo "$(date +%s) $1 $2" >>"$OUT/run-times.txt"; }
+# Each run starts with no dirty pages left by the one before: the kernel writes back pages ~30 s
+# after they were dirtied, and gigabytes of a baseline's COPY written back during the next run
+# stall that run's COMMITs (its WAL fsync waits behind them) — the earlier run's cost, not its own.
+settle() { sync; sleep 2; }
 # A run with errors still writes its JSON (errors are part of the result); the bench goes on
 # and fails at the end, naming the runs.
 produce() {  # name, then loadgen flags
     local name=$1; shift
     echo "== $name"
+    settle
     mark "$name" start
     "$LOADGEN" --stream ingest ${LOADGEN_TLS[@]+"${LOADGEN_TLS[@]}"} --acks=-1 "${COMMON[@]}" \
         --json "$OUT/$name.json" --hgrm "$OUT/$name.hgrm" "$@" || FAILED+=("$name")
@@ -126,6 +131,7 @@ MAX_RATE=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))[
 
 for mode in insert copy; do
     echo "== baseline-$mode"
+    settle
     mark "baseline-$mode" start
     "$LOADGEN" baseline --mode "$mode" --data-dir "$DATA" --connections "$CONNECTIONS" --duration "$DURATION" "${COMMON[@]}" \
         --json "$OUT/baseline-$mode.json" --hgrm "$OUT/baseline-$mode.hgrm" || FAILED+=("baseline-$mode")
