@@ -28,10 +28,11 @@ public final class LogWriterThread: @unchecked Sendable {
     private var nextConnectAttempt = DispatchTime(uptimeNanoseconds: 0)
 
     /// Run on each connection the writer opens. `backend_flush_after`: the COPY backend asks the
-    /// kernel to write back the table pages it dirtied every 2 MB, instead of leaving gigabytes
-    /// dirty for the kernel to flush in one burst ~30 s later — a burst the next COMMIT's WAL
-    /// fsync waits behind (measured: COMMITs of 70-190 ms, p99 ack 160-330 ms at 555k events/s
-    /// after a max-rate run; 34-44 ms with it, max rate unchanged; see BENCHMARKS.md).
+    /// kernel to start writing back the table pages it wrote every 2 MB, rather than leaving them
+    /// dirty for the kernel's periodic write-back (after ~30 s, in bursts), which the next
+    /// COMMIT's WAL fsync can wait behind. Measured in BENCHMARKS.md ("Latency stalls"): it
+    /// narrowed the slow seconds in three of four paired runs and did not change the max rate;
+    /// it does not remove COMMIT stalls altogether.
     public static let sessionSettings = ["SET backend_flush_after = '2MB'"]
 
     public init(url: String, logger: Logger, reconnectMillisecondsMin: Int = 50, reconnectMillisecondsMax: Int = 2000) {
