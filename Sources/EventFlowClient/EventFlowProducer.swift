@@ -364,7 +364,8 @@ public final class EventFlowProducer: Service, Sendable {
             var reports: [DeliveryReport] = []
             for (batch, outcome) in zip(batches, outcomes) {
                 if let done = state.accumulator.batchCompleted(batch, outcome: outcome, now: now) {
-                    reports += done
+                    // Usually one batch per request: take its array instead of copying every report into a new one.
+                    if reports.isEmpty { reports = done } else { reports += done }
                 } else {
                     metrics.retries.increment()
                     logger.debug("retrying batch", metadata: ["partition": "\(batch.streamPartition)",

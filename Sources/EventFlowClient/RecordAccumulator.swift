@@ -169,7 +169,7 @@ struct RecordAccumulator {
             pending[message.stream, default: []].append(PendingMessage(id: id, message: message, timestamp: timestamp))
             return (id, .awaitingMetadata(wake: first))
         }
-        let partition = try choosePartition(message, streamStates[streamSlot])
+        let partition = try Self.choosePartition(message, streamStates[streamSlot])
         let id = takeMessageID(size)
         let streamPartition = StreamPartition(stream: message.stream, partition: partition)
         let wake = appendToOpenBatch(streamPartition, streamSlot: streamSlot, id: id, message: message,
@@ -204,7 +204,7 @@ struct RecordAccumulator {
         for pendingMessage in waiting {
             let size = pendingMessage.message.estimatedByteCount
             do {
-                let partition = try choosePartition(pendingMessage.message, streamStates[streamSlot])
+                let partition = try Self.choosePartition(pendingMessage.message, streamStates[streamSlot])
                 _ = appendToOpenBatch(StreamPartition(stream: name, partition: partition), streamSlot: streamSlot,
                                       id: pendingMessage.id, message: pendingMessage.message,
                                       timestamp: pendingMessage.timestamp, size: size, now: { now })
@@ -344,7 +344,9 @@ struct RecordAccumulator {
         assert(bufferedBytes >= 0 && outstandingCount >= 0, "accounting went negative")
     }
 
-    private func choosePartition(_ message: ProducerMessage, _ stream: StreamState) throws(ProducerError) -> Int32 {
+    /// Static, so the per-record path does not need `self` as a whole: calling an instance method from
+    /// `append` made the optimizer copy the accumulator (every array it holds retained and released) per record.
+    private static func choosePartition(_ message: ProducerMessage, _ stream: StreamState) throws(ProducerError) -> Int32 {
         if let partition = message.partition {
             guard partition >= 0, partition < stream.partitionCount else {
                 throw .broker(.unknownTopicOrPartition, message: "\(message.stream) has \(stream.partitionCount) partitions, not \(partition)")
@@ -372,7 +374,7 @@ struct RecordAccumulator {
         let existing = streamStates[streamSlot].partitionSlots[Int(key.partition)]
         if existing >= 0 { return existing }
         let slot = partitionStates.count
-        partitionStates.append(PartitionState(key: key, streamSlot: streamSlot, builder: makeBuilder()))
+        partitionStates.append(PartitionState(key: key, streamSlot: streamSlot, builder: Self.makeBuilder(settings)))
         streamStates[streamSlot].partitionSlots[Int(key.partition)] = slot
         partitionSlots[key] = slot
         return slot
@@ -385,7 +387,7 @@ struct RecordAccumulator {
         var wake = false
         if partitionStates[slot].hasOpenRecords && partitionStates[slot].openBufferedBytes + size > settings.batchBytesMax {
             // The record does not fit: the open batch is full, send it.
-            if canSeal {
+            if !settings.idempotent || producerIdentity != nil {  // canSeal, without reading `self` whole
                 // Sealing reports failures only if the codec fails; those are delivered on the next drain.
                 sealedFailures += seal(slot)
             }
@@ -410,7 +412,7 @@ struct RecordAccumulator {
         return sealedFailures
     }
 
-    private func makeBuilder() -> RecordBatchBuilder {
+    private static func makeBuilder(_ settings: Settings) -> RecordBatchBuilder {
         let compression: RecordBatchBuilder.Compression = settings.compression == .lz4 ? .lz4() : .none
         return RecordBatchBuilder(configuration: .init(compression: compression),
                                   initialCapacity: min(settings.batchBytesMax, 16 * 1024))

@@ -122,16 +122,8 @@ extension ByteBuffer {
             writeInteger(UInt8(truncatingIfNeeded: value))
             return 1
         }
-        return writeWithUnsafeMutableBytes(minimumWritableBytes: 10) { pointer in
-            var v = value
-            var index = 0
-            while v >= 0x80 {
-                pointer[index] = UInt8(truncatingIfNeeded: v) | 0x80
-                v >>= 7
-                index += 1
-            }
-            pointer[index] = UInt8(truncatingIfNeeded: v)
-            return index + 1
+        return writeWithUnsafeMutableBytes(minimumWritableBytes: VarInt.maxByteCount) { pointer in
+            VarInt.write(value, to: pointer, at: 0)
         }
     }
 
@@ -406,5 +398,43 @@ extension ByteBuffer {
     @inlinable
     public mutating func writeKafkaEmptyTaggedFields() {
         writeUnsignedVarInt(0)
+    }
+}
+
+/// Kafka's varints on raw memory: sizes (to write a length prefix before its content) and the
+/// encoding itself, shared by `ByteBuffer.writeUnsignedVarLong` and the record batch builder's
+/// single-pass record writer.
+@usableFromInline
+enum VarInt {
+    /// An unsigned 64-bit varint takes at most 10 bytes.
+    @usableFromInline
+    static let maxByteCount = 10
+
+    @inlinable
+    @inline(__always)
+    static func zigZag(_ value: Int64) -> UInt64 {
+        UInt64(bitPattern: (value << 1) ^ (value >> 63))
+    }
+
+    @inlinable
+    @inline(__always)
+    static func zigZagByteCount(_ value: Int64) -> Int {
+        (64 - (zigZag(value) | 1).leadingZeroBitCount + 6) / 7
+    }
+
+    /// Writes `value` at `offset`, where the caller has made room for `maxByteCount` bytes (or
+    /// the value's exact size); returns the bytes written.
+    @inlinable
+    @inline(__always)
+    static func write(_ value: UInt64, to pointer: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        var v = value
+        var index = offset
+        while v >= 0x80 {
+            pointer[index] = UInt8(truncatingIfNeeded: v) | 0x80
+            v >>= 7
+            index += 1
+        }
+        pointer[index] = UInt8(truncatingIfNeeded: v)
+        return index + 1 - offset
     }
 }

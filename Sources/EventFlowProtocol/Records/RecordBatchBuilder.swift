@@ -69,27 +69,30 @@ public struct RecordBatchBuilder: Sendable {
 
     /// Appends a record. Its offset delta is the number of records already appended.
     public mutating func append(timestamp: Int64, key: ByteBuffer?, value: ByteBuffer?, headers: [RecordHeader] = []) {
-        appendRecord(timestamp: timestamp, keyCount: key?.readableBytes, valueCount: value?.readableBytes, headers: headers) { buffer in
-            if let key { buffer.writeImmutableBuffer(key) }
-        } writeValue: { buffer in
-            if let value { buffer.writeImmutableBuffer(value) }
+        appendRecord(timestamp: timestamp, keyCount: key?.readableBytes, valueCount: value?.readableBytes, headers: headers) { target in
+            key?.withUnsafeReadableBytes { target.copyMemory(from: $0) }
+        } copyValue: { target in
+            value?.withUnsafeReadableBytes { target.copyMemory(from: $0) }
         }
     }
 
     /// Appends a record whose key and value are byte collections (arrays, `Data`, `string.utf8`).
     public mutating func append<Bytes: Collection>(timestamp: Int64, key: Bytes?, value: Bytes?,
                                                    headers: [RecordHeader] = []) where Bytes.Element == UInt8 {
-        appendRecord(timestamp: timestamp, keyCount: key?.count, valueCount: value?.count, headers: headers) { buffer in
-            if let key { buffer.writeBytes(key) }
-        } writeValue: { buffer in
-            if let value { buffer.writeBytes(value) }
+        appendRecord(timestamp: timestamp, keyCount: key?.count, valueCount: value?.count, headers: headers) { target in
+            if let key { target.copyBytes(from: key) }
+        } copyValue: { target in
+            if let value { target.copyBytes(from: value) }
         }
     }
 
+    /// Writes the record in one pass over the buffer's memory: its exact size is known up front, so
+    /// there is one capacity check and one writer-index move per record, not one per field.
+    /// `copyKey`/`copyValue` get memory of exactly the key's/value's size (nothing when nil).
     @inline(__always)
     private mutating func appendRecord(
         timestamp: Int64, keyCount: Int?, valueCount: Int?, headers: [RecordHeader],
-        writeKey: (inout ByteBuffer) -> Void, writeValue: (inout ByteBuffer) -> Void
+        copyKey: (UnsafeMutableRawBufferPointer) -> Void, copyValue: (UnsafeMutableRawBufferPointer) -> Void
     ) {
         if recordCount == 0 {
             baseTimestamp = timestamp
@@ -98,38 +101,48 @@ public struct RecordBatchBuilder: Sendable {
             maxTimestamp = timestamp
         }
         let timestampDelta = timestamp &- baseTimestamp
-        let offsetDelta = recordCount
+        let offsetDelta = Int64(recordCount)
 
         // The length prefix comes first, so the body size is computed before writing it.
-        var bodyBytes = 1 + VarInt.zigZagByteCount(timestampDelta) + VarInt.zigZagByteCount(Int64(offsetDelta))
+        var bodyBytes = 1 + VarInt.zigZagByteCount(timestampDelta) + VarInt.zigZagByteCount(offsetDelta)
         bodyBytes += Self.lengthPrefixedByteCount(keyCount) + Self.lengthPrefixedByteCount(valueCount)
         bodyBytes += VarInt.zigZagByteCount(Int64(headers.count))
         for header in headers {
             bodyBytes += Self.lengthPrefixedByteCount(header.key.utf8.count)
             bodyBytes += Self.lengthPrefixedByteCount(header.value?.readableBytes)
         }
+        let recordBytes = VarInt.zigZagByteCount(Int64(bodyBytes)) + bodyBytes
 
-        records.reserveCapacity(minimumWritableBytes: bodyBytes + 5)
-        records.writeVarInt(Int32(truncatingIfNeeded: bodyBytes))
-        records.writeInteger(Int8(0))  // record attributes: unused
-        records.writeVarLong(timestampDelta)
-        records.writeVarInt(offsetDelta)
-        records.writeVarInt(Int32(truncatingIfNeeded: keyCount ?? -1))
-        writeKey(&records)
-        records.writeVarInt(Int32(truncatingIfNeeded: valueCount ?? -1))
-        writeValue(&records)
-        records.writeVarInt(Int32(truncatingIfNeeded: headers.count))
-        for header in headers {
-            records.writeVarInt(Int32(truncatingIfNeeded: header.key.utf8.count))
-            records.writeString(header.key)
-            if let value = header.value {
-                records.writeVarInt(Int32(truncatingIfNeeded: value.readableBytes))
-                records.writeImmutableBuffer(value)
-            } else {
-                records.writeVarInt(-1)
+        records.writeWithUnsafeMutableBytes(minimumWritableBytes: recordBytes) { memory in
+            var at = VarInt.write(VarInt.zigZag(Int64(bodyBytes)), to: memory, at: 0)
+            memory[at] = 0  // record attributes: unused
+            at += 1
+            at += VarInt.write(VarInt.zigZag(timestampDelta), to: memory, at: at)
+            at += VarInt.write(VarInt.zigZag(offsetDelta), to: memory, at: at)
+            at += Self.writeBytes(count: keyCount, to: memory, at: at, copy: copyKey)
+            at += Self.writeBytes(count: valueCount, to: memory, at: at, copy: copyValue)
+            at += VarInt.write(VarInt.zigZag(Int64(headers.count)), to: memory, at: at)
+            for header in headers {
+                let name = header.key.utf8
+                at += Self.writeBytes(count: name.count, to: memory, at: at) { $0.copyBytes(from: name) }
+                at += Self.writeBytes(count: header.value?.readableBytes, to: memory, at: at) { target in
+                    header.value?.withUnsafeReadableBytes { target.copyMemory(from: $0) }
+                }
             }
+            assert(at == recordBytes, "record size computed as \(recordBytes) bytes, wrote \(at)")
+            return at
         }
         recordCount &+= 1
+    }
+
+    /// A length-prefixed byte field (-1 for nil) at `at`; returns the bytes written.
+    @inline(__always)
+    private static func writeBytes(count: Int?, to memory: UnsafeMutableRawBufferPointer, at: Int,
+                                   copy: (UnsafeMutableRawBufferPointer) -> Void) -> Int {
+        guard let count else { return VarInt.write(VarInt.zigZag(-1), to: memory, at: at) }
+        let prefix = VarInt.write(VarInt.zigZag(Int64(count)), to: memory, at: at)
+        copy(UnsafeMutableRawBufferPointer(rebasing: memory[(at + prefix) ..< (at + prefix + count)]))
+        return prefix + count
     }
 
     @inline(__always)
@@ -203,14 +216,5 @@ public struct RecordBatchBuilder: Sendable {
         recordCount = 0
         baseTimestamp = 0
         maxTimestamp = 0
-    }
-}
-
-/// Sizes of Kafka's zigzag varints, for writing length prefixes before their content.
-enum VarInt {
-    @inline(__always)
-    static func zigZagByteCount(_ value: Int64) -> Int {
-        let zigZag = UInt64(bitPattern: (value << 1) ^ (value >> 63))
-        return (64 - (zigZag | 1).leadingZeroBitCount + 6) / 7
     }
 }
