@@ -252,10 +252,15 @@ struct RecordAccumulator {
         switch outcome {
         case .acknowledged(let baseOffset):
             finish(bufferedBytes: batch.bufferedBytes, count: batch.recordCount)
-            return batch.messageIDs.enumerated().map { index, id in
-                DeliveryReport(id: id, stream: key.stream, partition: key.partition,
-                               offset: baseOffset.map { $0 + Int64(index) }, error: nil)
+            // One allocation of the final size (mapping `enumerated()` grew the array step by step,
+            // copying every report each time); this runs under the producer's lock, once per record.
+            var reports: [DeliveryReport] = []
+            reports.reserveCapacity(batch.messageIDs.count)
+            for index in batch.messageIDs.indices {
+                reports.append(DeliveryReport(id: batch.messageIDs[index], stream: key.stream, partition: key.partition,
+                                              offset: baseOffset.map { $0 + Int64(index) }, error: nil))
             }
+            return reports
         case .failed(let error):
             if shouldRetry(batch, error: error, state: partitionStates[slot]) {
                 var retry = batch

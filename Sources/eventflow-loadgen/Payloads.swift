@@ -91,4 +91,16 @@ struct PayloadRing: Sendable {
     }
 
     subscript(_ index: Int) -> ByteBuffer { payloads[index % payloads.count] }
+
+    /// The same events in buffers of their own. Each sender thread gets one: `send` retains the
+    /// payload it is given, and retaining buffers another core retains too moves their reference
+    /// counts between the cores' caches on every event (measured ~4% of the machine at max rate).
+    func copiedForThread() -> PayloadRing {
+        PayloadRing(payloads: payloads.map { ByteBuffer(buffer: $0) }, byteCount: byteCount)
+    }
+
+    private init(payloads: [ByteBuffer], byteCount: Int) {
+        self.payloads = payloads
+        self.byteCount = byteCount
+    }
 }

@@ -199,9 +199,10 @@ struct ProducerRun: AsyncParsableCommand {
                 let done = DispatchGroup()
                 for thread in 0..<threadCount {
                     let mine = stride(from: thread, to: slots.count, by: threadCount).map { slots[$0] }
+                    let threadPayloads = payloads.copiedForThread()
                     done.enter()
                     let sender = Thread {
-                        SenderLoop(slots: mine, stream: stream, payloads: payloads, firstPayload: thread * 7_919,
+                        SenderLoop(slots: mine, stream: stream, payloads: threadPayloads, firstPayload: thread * 7_919,
                                    pacer: Pacer(ratePerSecond: ratePerThread, startNanoseconds: timing.startNanoseconds))
                             .run(until: timing.measureEndNanoseconds, recorder: recorder)
                         done.leave()
