@@ -112,6 +112,48 @@ func storedRows(_ db: PostgresConnection, streamID: UUID) throws -> [StoredRow] 
                                                   baseSequence: 0, recordCount: 5, baseOffset: 0)])
     }
 
+    /// The writer encodes each flush in the memory of the one before (`copy(of:reusing:)`): a smaller
+    /// flush written after a larger one stores exactly its own rows, none of the earlier bytes.
+    @Test func flushEncodedInTheMemoryOfALargerEarlierFlushStoresOnlyItsOwnRows() throws {
+        let url = try TestCluster.freshDatabase()
+        let db = try PostgresConnection(url: url)
+        defer { db.close() }
+        try TimePartitions().ensure(db)
+        let org = try Organizations.create(db, name: "acme")
+        let stream = try Streams.create(db, org: org, name: "orders", partitions: 2)
+        let p0 = StreamPartition(streamID: stream.id, partition: 0)
+        let p1 = StreamPartition(streamID: stream.id, partition: 1)
+        func flush(_ batches: [(StreamPartition, ByteBuffer, Int32)]) throws -> GroupCommit.Flush {
+            var machine = GroupCommit(configuration: .init(flushBytesTarget: 1 << 20, lingerMilliseconds: 1000))
+            machine.startup(nextOffsets: [p0: 0, p1: 0])
+            for (index, (partition, bytes, count)) in batches.enumerated() {
+                _ = machine.accept(ValidatedBatch(partition: partition, recordCount: count, bytes: bytes, ackMode: .durable,
+                                                  token: RequestToken(UInt64(index + 1))), now: 0)
+            }
+            return try #require(machine.drain().compactMap { action -> GroupCommit.Flush? in
+                if case .flushNow(let flush) = action { return flush } else { return nil }
+            }.first)
+        }
+        let large = try producedBatch(count: 200)
+        let small = try producedBatch(count: 2, compression: .lz4())
+        let first = WriteAheadBatcher.copy(of: try flush([(p0, large, 200), (p0, try producedBatch(count: 50), 50)]))
+        try EventBatchLog.write(db, first)
+        let firstByteCount = first.encodedByteCount
+        let storage = (consume first).takeStorage()
+        let memory = storage.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+        let second = WriteAheadBatcher.copy(of: try flush([(p1, small, 2)]), reusing: consume storage)
+        #expect(second.encodedByteCount < firstByteCount, "the second flush is the smaller one")
+        #expect(second.takeStorage().withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } == memory,
+                "the second flush is encoded in the first one's memory")
+        try EventBatchLog.write(db, second)
+
+        let rows = try storedRows(db, streamID: stream.id)
+        #expect(rows.map(\.partition) == [0, 0, 1])
+        #expect(rows.map(\.baseOffset) == [0, 200, 0])
+        #expect(rows[0].bytes == expectedStored(large, baseOffset: 0))
+        #expect(rows[2].bytes == expectedStored(small, baseOffset: 0))
+    }
+
     @Test func writerConnectionAsksForEarlyWriteBackOfWhatItWrites() throws {
         let url = try TestCluster.freshDatabase()
         let writer = LogWriterThread(url: url, logger: Logger(label: "test"))

@@ -14,12 +14,29 @@ public struct BinaryCopyEncoder: Sendable {
     /// PostgreSQL's binary timestamps count microseconds from 2000-01-01 00:00:00 UTC.
     public static let postgresEpochUnixMilliseconds: Int64 = 946_684_800_000
 
+    /// The int16 -1 that ends the data, sent after `bytes`.
+    public static let trailer: [UInt8] = [0xFF, 0xFF]
+
+    /// The encoded rows, header included; the COPY data is these bytes followed by `trailer`.
     public private(set) var bytes: [UInt8]
 
     public init(capacity: Int = 4096) {
         bytes = []
         bytes.reserveCapacity(max(capacity, 64))
         bytes.append(contentsOf: Self.header)
+    }
+
+    /// Encodes into `storage`'s memory: its contents are dropped, its capacity is kept, so a
+    /// writer that hands the same storage back each time touches no fresh pages.
+    public init(reusing storage: consuming [UInt8]) {
+        storage.removeAll(keepingCapacity: true)  // in place when the caller handed over the only reference
+        bytes = consume storage
+        bytes.append(contentsOf: Self.header)
+    }
+
+    /// The encoder's memory, for the next `init(reusing:)`.
+    public consuming func takeStorage() -> [UInt8] {
+        bytes
     }
 
     public mutating func beginRow(fieldCount: Int16) {
@@ -70,11 +87,6 @@ public struct BinaryCopyEncoder: Sendable {
         bytes.withUnsafeMutableBytes { all in
             write(UnsafeMutableRawBufferPointer(rebasing: all[start..<(start + count)]))
         }
-    }
-
-    /// Ends the data; nothing may be appended afterwards.
-    public mutating func finish() {
-        appendBigEndian(Int16(-1))
     }
 
     @inline(__always)

@@ -47,9 +47,18 @@ public struct EventBatchCopy: Sendable {
     private let createdAtMilliseconds: Int64
 
     public init(createdAt: Date = Date(), capacity: Int = 64 * 1024) {
+        self.init(createdAt: createdAt, encoder: BinaryCopyEncoder(capacity: capacity))
+    }
+
+    /// Encodes into `storage`'s memory (see `BinaryCopyEncoder.init(reusing:)`); `takeStorage()` returns it.
+    public init(createdAt: Date = Date(), reusing storage: consuming [UInt8]) {
+        self.init(createdAt: createdAt, encoder: BinaryCopyEncoder(reusing: consume storage))
+    }
+
+    private init(createdAt: Date, encoder: BinaryCopyEncoder) {
         self.createdAt = createdAt
         self.createdAtMilliseconds = Int64((createdAt.timeIntervalSince1970 * 1000).rounded(.down))
-        self.encoder = BinaryCopyEncoder(capacity: capacity)
+        self.encoder = encoder
     }
 
     /// Appends a row; `writeBatch` fills exactly `batchByteCount` bytes with the batch as stored.
@@ -72,14 +81,16 @@ public struct EventBatchCopy: Sendable {
         rowCount += 1
     }
 
-    /// The COPY data, trailer included.
-    public func finishedBytes() -> [UInt8] {
-        var finished = encoder
-        finished.finish()
-        return finished.bytes
-    }
+    /// The COPY data: the encoded rows, then `BinaryCopyEncoder.trailer` (kept apart, so sending
+    /// the data copies nothing).
+    public var encodedBytes: [UInt8] { encoder.bytes }
 
     public var encodedByteCount: Int { encoder.bytes.count }
+
+    /// The encoder's memory, for the next flush's `init(reusing:)`.
+    public consuming func takeStorage() -> [UInt8] {
+        encoder.takeStorage()
+    }
 }
 
 /// The connection broke while COMMIT was in flight: the flush may or may not be stored.
@@ -121,7 +132,7 @@ public enum EventBatchLog {
     /// Throws `CommitOutcomeUnknown` when the connection broke while COMMIT was in flight.
     public static func write(_ db: PostgresConnection, _ copy: EventBatchCopy) throws {
         guard copy.rowCount > 0 else { return }
-        let data = copy.finishedBytes()
+        let data = copy.encodedBytes
         let table = TimePartitions.partitionName("event_batches", day: copy.createdAt)
         let sql = "COPY \(PostgresConnection.quoteIdentifier(table)) (\(EventBatchCopy.columns)) FROM STDIN (FORMAT binary)"
         do {
@@ -145,6 +156,7 @@ public enum EventBatchLog {
                         try send(UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + copyChunkBytes, bytes.count)]))
                     }
                 }
+                try BinaryCopyEncoder.trailer.withUnsafeBytes { try send($0) }
             }
         } catch {
             try? db.execute("ROLLBACK")
