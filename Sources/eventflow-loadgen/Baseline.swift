@@ -247,10 +247,13 @@ final class CopyWorker: BaselineWorker, @unchecked Sendable {
         var batchIndex = 0
         var event = 0
         var sendTimes: [UInt64] = []
+        // Each flush is encoded in the previous one's memory, as the broker's writer does.
+        var storage: [UInt8] = []
+        storage.reserveCapacity(flushBytes + 64 * 1024)
         while monotonicNanoseconds() < timing.measureEndNanoseconds {
             let now = monotonicNanoseconds()
             let timestamp = Int64(Date().timeIntervalSince1970 * 1000)
-            var copy = EventBatchCopy(capacity: flushBytes + 4096)
+            var copy = EventBatchCopy(reusing: consume storage)
             var flushOffset = nextOffset
             sendTimes.removeAll(keepingCapacity: true)
             repeat {
@@ -271,11 +274,13 @@ final class CopyWorker: BaselineWorker, @unchecked Sendable {
             } while copy.encodedByteCount < flushBytes
             if let lastDue = pacer.due(event - 1) { sleep(untilNanoseconds: lastDue) }
             recorder.sent(sendTimes.count)
-            do {
-                try EventBatchLog.write(db, copy)
+            let outcome = Result { try EventBatchLog.write(db, copy) }
+            storage = (consume copy).takeStorage()
+            switch outcome {
+            case .success:
                 nextOffset = flushOffset
                 recorder.acknowledged(sendNanoseconds: sendTimes, ackNanoseconds: monotonicNanoseconds())
-            } catch {
+            case .failure(let error):
                 recorder.failed(sendTimes.count, error: "\(error)")
                 if !db.isHealthy { return }
             }
