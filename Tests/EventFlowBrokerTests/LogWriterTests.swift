@@ -58,16 +58,30 @@ func storedRows(_ db: PostgresConnection, streamID: UUID) throws -> [StoredRow] 
     }
 }
 
-@Suite struct LogWriterTests {
-    @Test func flushIsStoredByteExactWithAssignedOffsetsAndValidCRC() throws {
-        let url = try TestCluster.freshDatabase()
-        let db = try PostgresConnection(url: url)
-        defer { db.close() }
+/// A fresh database with organization "acme" and its two-partition stream "orders".
+struct OrdersStream {
+    let url: String
+    let db: PostgresConnection
+    let stream: EventStream
+    let p0: StreamPartition
+    let p1: StreamPartition
+
+    init() throws {
+        url = try TestCluster.freshDatabase()
+        db = try PostgresConnection(url: url)
         try TimePartitions().ensure(db)
         let org = try Organizations.create(db, name: "acme")
-        let stream = try Streams.create(db, org: org, name: "orders", partitions: 2)
-        let p0 = StreamPartition(streamID: stream.id, partition: 0)
-        let p1 = StreamPartition(streamID: stream.id, partition: 1)
+        stream = try Streams.create(db, org: org, name: "orders", partitions: 2)
+        p0 = StreamPartition(streamID: stream.id, partition: 0)
+        p1 = StreamPartition(streamID: stream.id, partition: 1)
+    }
+}
+
+@Suite struct LogWriterTests {
+    @Test func flushIsStoredByteExactWithAssignedOffsetsAndValidCRC() throws {
+        let fixture = try OrdersStream()
+        let (url, db, stream, p0, p1) = (fixture.url, fixture.db, fixture.stream, fixture.p0, fixture.p1)
+        defer { db.close() }
 
         let plain = try producedBatch(count: 3)
         let compressed = try producedBatch(count: 5, compression: .lz4(), producerID: 7, epoch: 0, baseSequence: 0)
@@ -115,14 +129,9 @@ func storedRows(_ db: PostgresConnection, streamID: UUID) throws -> [StoredRow] 
     /// The writer encodes each flush in the memory of the one before (`copy(of:reusing:)`): a smaller
     /// flush written after a larger one stores exactly its own rows, none of the earlier bytes.
     @Test func flushEncodedInTheMemoryOfALargerEarlierFlushStoresOnlyItsOwnRows() throws {
-        let url = try TestCluster.freshDatabase()
-        let db = try PostgresConnection(url: url)
+        let fixture = try OrdersStream()
+        let (db, stream, p0, p1) = (fixture.db, fixture.stream, fixture.p0, fixture.p1)
         defer { db.close() }
-        try TimePartitions().ensure(db)
-        let org = try Organizations.create(db, name: "acme")
-        let stream = try Streams.create(db, org: org, name: "orders", partitions: 2)
-        let p0 = StreamPartition(streamID: stream.id, partition: 0)
-        let p1 = StreamPartition(streamID: stream.id, partition: 1)
         func flush(_ batches: [(StreamPartition, ByteBuffer, Int32)]) throws -> GroupCommit.Flush {
             var machine = GroupCommit(configuration: .init(flushBytesTarget: 1 << 20, lingerMilliseconds: 1000))
             machine.startup(nextOffsets: [p0: 0, p1: 0])
