@@ -257,23 +257,21 @@ public final class EventFlowProducer: Service, Sendable {
                 }
 
                 let now = NIODeadline.now()
-                let step = state.withLock { state -> (batches: [SealedBatch], reports: [DeliveryReport], done: Bool) in
-                    var reports = state.accumulator.takeSealFailures()
+                let step = state.withLock { state -> (batches: [SealedBatch], done: Bool) in
                     var batches: [SealedBatch] = []
                     if state.inflightRequests < configuration.inflightRequestsMax {
                         let force = state.flushRequests > 0 || state.lifecycle == .draining
-                        let drained = state.accumulator.drain(now: now, force: force)
-                        batches = drained.batches
-                        reports += drained.failed
+                        batches = state.accumulator.drain(now: now, force: force)
                         if !batches.isEmpty { state.inflightRequests += 1 }
                     }
                     let done = state.lifecycle == .draining && state.accumulator.isIdle && state.inflightRequests == 0
-                    return (batches, reports, done)
+                    return (batches, done)
                 }
-                deliver(step.reports)
                 if step.done { break }
                 if !step.batches.isEmpty {
-                    group.addTask { await self.sendBatches(step.batches, on: active) }
+                    // Compression, header and CRC happen here, outside the lock `send` takes.
+                    guard let batches = build(step.batches) else { return }
+                    group.addTask { await self.sendBatches(batches, on: active) }
                     continue
                 }
                 scheduleTimer()
@@ -281,6 +279,39 @@ public final class EventFlowProducer: Service, Sendable {
             }
             connection?.close()
         }
+    }
+
+    /// Builds the drained batches that are not built yet (a retry already is) and hands their
+    /// emptied builders back. A batch that cannot be built (the LZ4 codec failed) already holds a
+    /// sequence number, so later batches could only be refused as out of order: the producer
+    /// stops, failing these batches and everything buffered. Returns nil then.
+    private func build(_ drained: [SealedBatch]) -> [SealedBatch]? {
+        var batches = drained
+        var emptied: [RecordBatchBuilder] = []
+        do {
+            for index in batches.indices {
+                if let builder = try batches[index].build() { emptied.append(builder) }
+            }
+        } catch {
+            let failure = ProducerError.invalidConfiguration("could not encode a record batch: \(error)")
+            let reports = state.withLock { state -> [DeliveryReport] in
+                state.inflightRequests -= 1
+                var reports: [DeliveryReport] = []
+                for batch in batches {
+                    reports += state.accumulator.batchCompleted(batch, outcome: .failed(failure), now: .now()) ?? []
+                }
+                return reports
+            }
+            deliver(reports)
+            stopForGood(failure)
+            return nil
+        }
+        if !emptied.isEmpty {
+            state.withLock { state in
+                for builder in emptied { state.accumulator.recycle(builder) }
+            }
+        }
+        return batches
     }
 
     private func connect() async throws(ProducerError) -> BrokerConnection {
@@ -484,10 +515,11 @@ extension EventFlowProducer {
             var records = 0
             while true {
                 let now = NIODeadline.now()
-                _ = state.accumulator.takeSealFailures()
-                let batches = state.accumulator.drain(now: now, force: true).batches
+                let batches = state.accumulator.drain(now: now, force: true)
                 if batches.isEmpty { return records }
-                for batch in batches {
+                for var batch in batches {
+                    // Built as the send loop would, so the builders are recycled as they are in a real run.
+                    if let builder = try? batch.build() { state.accumulator.recycle(builder) }
                     records += state.accumulator.batchCompleted(batch, outcome: .acknowledged(baseOffset: 0), now: now)?.count ?? 0
                 }
             }

@@ -14,18 +14,57 @@ public struct StreamPartition: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(stream)/\(partition)" }
 }
 
-/// A record batch built and sealed: its bytes are final (sequence and CRC included), so a retry
-/// resends exactly them and an idempotent broker recognises the duplicate.
+/// A sealed record batch: its records and sequence number are fixed. It is sealed under the
+/// producer's lock (cheap: the open builder is swapped out) and built — LZ4, header, CRC — by the
+/// producer's send loop outside the lock, so neither `send` nor the loop waits for a compression.
+/// Once built its bytes are final, so a retry resends exactly them and an idempotent broker
+/// recognises the duplicate.
 struct SealedBatch: Sendable {
+    enum Content: Sendable {
+        /// Sealed, not built yet: the records with the batch's producer id, epoch and sequence.
+        case records(RecordBatchBuilder)
+        case built(ByteBuffer)
+    }
+
     var streamPartition: StreamPartition
-    var bytes: ByteBuffer
+    private(set) var content: Content
     var messageIDs: [MessageID]
     var baseSequence: Int32
     var bufferedBytes: Int
     var attempts: Int = 0
     var notBefore: NIODeadline?
 
+    init(streamPartition: StreamPartition, records: RecordBatchBuilder, messageIDs: [MessageID],
+         baseSequence: Int32, bufferedBytes: Int) {
+        self.streamPartition = streamPartition
+        self.content = .records(records)
+        self.messageIDs = messageIDs
+        self.baseSequence = baseSequence
+        self.bufferedBytes = bufferedBytes
+    }
+
     var recordCount: Int { messageIDs.count }
+
+    /// The bytes to send; only a built batch is sent (`build()` first).
+    var bytes: ByteBuffer {
+        guard case .built(let bytes) = content else { preconditionFailure("a sealed batch is built before it is sent") }
+        return bytes
+    }
+
+    /// Builds the batch if it is not built yet; returns the emptied builder, for `recycle`.
+    mutating func build() throws -> RecordBatchBuilder? {
+        guard case .records(var builder) = content else { return nil }
+        // Drop `content`'s reference first: the builder's buffer is then unique, and resetting it
+        // after the build keeps its memory for `recycle` instead of allocating anew.
+        content = .built(ByteBuffer())
+        do {
+            content = .built(try builder.build())
+        } catch {
+            content = .records(builder)  // a failed build leaves the records in place
+            throw error
+        }
+        return builder
+    }
 }
 
 /// The producer's batching and idempotence logic, without I/O: records go into per-partition
@@ -69,37 +108,26 @@ struct RecordAccumulator {
 
         var hasOpenRecords: Bool { !openMessageIDs.isEmpty }
 
-        enum SealOutcome {
-            case sealed
-            /// The codec failed: the open records are dropped and must be reported failed.
-            case failed(ids: [MessageID], bufferedBytes: Int, ProducerError)
-        }
-
-        /// Builds the open batch (sequence and producer id stamped when `identity` is given) and queues it as ready.
-        mutating func seal(identity: (id: Int64, epoch: Int16)?, idempotent: Bool) -> SealOutcome {
+        /// Queues the open batch as ready, with its sequence and producer id when `identity` is
+        /// given, and continues with `fresh` as the open builder. Builds nothing (see `SealedBatch`).
+        mutating func seal(identity: (id: Int64, epoch: Int16)?, idempotent: Bool, fresh: RecordBatchBuilder) {
             let count = Int32(truncatingIfNeeded: openMessageIDs.count)
+            var full = fresh
+            swap(&full, &builder)
             if let identity, idempotent {
-                builder.configuration.producerId = identity.id
-                builder.configuration.producerEpoch = identity.epoch
-                builder.configuration.baseSequence = nextSequence
+                full.configuration.producerId = identity.id
+                full.configuration.producerEpoch = identity.epoch
+                full.configuration.baseSequence = nextSequence
             }
             let ids = openMessageIDs
-            let buffered = openBufferedBytes
             openMessageIDs = []
             openMessageIDs.reserveCapacity(ids.count)
+            let baseSequence = idempotent ? nextSequence : -1
+            if idempotent { nextSequence = RecordAccumulator.sequence(nextSequence, plus: count) }
+            ready.append(SealedBatch(streamPartition: key, records: full, messageIDs: ids,
+                                     baseSequence: baseSequence, bufferedBytes: openBufferedBytes))
             openBufferedBytes = 0
             lingerDeadline = nil
-            do {
-                let bytes = try builder.build()
-                let baseSequence = idempotent ? nextSequence : -1
-                if idempotent { nextSequence = RecordAccumulator.sequence(nextSequence, plus: count) }
-                ready.append(SealedBatch(streamPartition: key, bytes: bytes, messageIDs: ids,
-                                         baseSequence: baseSequence, bufferedBytes: buffered))
-                return .sealed
-            } catch {
-                builder.reset()
-                return .failed(ids: ids, bufferedBytes: buffered, .connection("could not encode the batch: \(error)"))
-            }
         }
     }
 
@@ -146,6 +174,8 @@ struct RecordAccumulator {
     private(set) var outstandingCount = 0
     private(set) var producerIdentity: (id: Int64, epoch: Int16)?
     private var nextMessageID: UInt64 = 0
+    /// Builders emptied by `SealedBatch.build`, handed back by `recycle`.
+    private var spareBuilders: [RecordBatchBuilder] = []
 
     init(settings: Settings) {
         self.settings = settings
@@ -222,14 +252,13 @@ struct RecordAccumulator {
 
     /// Seals every batch whose linger expired (all of them when `force`), then hands out, per
     /// partition, the first ready batch whose backoff has passed. Returned batches are in flight
-    /// until `batchCompleted`. Also returns reports of batches that could not be built.
-    mutating func drain(now: NIODeadline, force: Bool) -> (batches: [SealedBatch], failed: [DeliveryReport]) {
-        var failed: [DeliveryReport] = []
+    /// until `batchCompleted`; the caller builds them (`SealedBatch.build`) before sending.
+    mutating func drain(now: NIODeadline, force: Bool) -> [SealedBatch] {
         var batches: [SealedBatch] = []
         for slot in partitionStates.indices {
             if canSeal, partitionStates[slot].hasOpenRecords,
                force || (partitionStates[slot].lingerDeadline.map { $0 <= now } ?? true) {
-                failed += seal(slot)
+                seal(slot)
             }
             // Ordering: with idempotence, a partition sends its batches one request after another in sequence order.
             if let head = partitionStates[slot].ready.first, head.notBefore.map({ $0 <= now }) ?? true {
@@ -239,8 +268,19 @@ struct RecordAccumulator {
                 batches.append(batch)
             }
         }
-        return (batches, failed)
+        return batches
     }
+
+    /// Takes back a builder emptied by `SealedBatch.build`, so the next sealed batch's successor
+    /// starts with its capacity instead of growing a new buffer (at most `spareBuildersMax` kept).
+    mutating func recycle(_ builder: RecordBatchBuilder) {
+        guard spareBuilders.count < Self.spareBuildersMax else { return }
+        var builder = builder
+        builder.configuration = Self.builderConfiguration(settings)
+        spareBuilders.append(builder)
+    }
+
+    static let spareBuildersMax = 4
 
     /// A sent batch came back. Returns its reports, or nil when it was put back to be retried.
     mutating func batchCompleted(_ batch: SealedBatch, outcome: BatchOutcome, now: NIODeadline) -> [DeliveryReport]? {
@@ -393,8 +433,7 @@ struct RecordAccumulator {
         if partitionStates[slot].hasOpenRecords && partitionStates[slot].openBufferedBytes + size > settings.batchBytesMax {
             // The record does not fit: the open batch is full, send it.
             if !settings.idempotent || producerIdentity != nil {  // canSeal, without reading `self` whole
-                // Sealing reports failures only if the codec fails; those are delivered on the next drain.
-                sealedFailures += seal(slot)
+                seal(slot)
             }
             wake = true
         }
@@ -409,21 +448,16 @@ struct RecordAccumulator {
         return wake
     }
 
-    /// Reports of batches that failed to build while appending, handed out by `takeSealFailures`.
-    private(set) var sealedFailures: [DeliveryReport] = []
-
-    mutating func takeSealFailures() -> [DeliveryReport] {
-        defer { sealedFailures.removeAll() }
-        return sealedFailures
+    private static func builderConfiguration(_ settings: Settings) -> RecordBatchBuilder.Configuration {
+        .init(compression: settings.compression == .lz4 ? .lz4() : .none)
     }
 
     private static func makeBuilder(_ settings: Settings) -> RecordBatchBuilder {
-        let compression: RecordBatchBuilder.Compression = settings.compression == .lz4 ? .lz4() : .none
-        return RecordBatchBuilder(configuration: .init(compression: compression),
-                                  initialCapacity: min(settings.batchBytesMax, 16 * 1024))
+        RecordBatchBuilder(configuration: builderConfiguration(settings),
+                           initialCapacity: min(settings.batchBytesMax, 16 * 1024))
     }
 
-    private mutating func seal(_ slot: Int) -> [DeliveryReport] {
+    private mutating func seal(_ slot: Int) {
         let key = partitionStates[slot].key
         // The next keyless record starts a batch elsewhere, spreading load over partitions.
         let streamSlot = partitionStates[slot].streamSlot
@@ -431,13 +465,8 @@ struct RecordAccumulator {
         if stream.stickyPartition == key.partition, stream.partitionCount > 1 {
             streamStates[streamSlot].stickyPartition = (key.partition + 1) % stream.partitionCount
         }
-        switch partitionStates[slot].seal(identity: producerIdentity, idempotent: settings.idempotent) {
-        case .sealed:
-            return []
-        case .failed(let ids, let buffered, let failure):
-            finish(bufferedBytes: buffered, count: ids.count)
-            return ids.map { DeliveryReport(id: $0, stream: key.stream, partition: key.partition, offset: nil, error: failure) }
-        }
+        let fresh = spareBuilders.popLast() ?? Self.makeBuilder(settings)
+        partitionStates[slot].seal(identity: producerIdentity, idempotent: settings.idempotent, fresh: fresh)
     }
 
     private func shouldRetry(_ batch: SealedBatch, error: ProducerError, state: PartitionState) -> Bool {

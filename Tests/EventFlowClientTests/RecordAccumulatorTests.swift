@@ -25,6 +25,16 @@ struct RecordAccumulatorTests {
         ProducerMessage(stream: "s", partition: partition, key: nil, value: ByteBuffer(string: value))
     }
 
+    /// `drain`, then what the producer's send loop does before sending: build each batch (outside
+    /// the lock) and hand the emptied builders back.
+    func drained(_ accumulator: inout RecordAccumulator, now: NIODeadline, force: Bool) throws -> [SealedBatch] {
+        var batches = accumulator.drain(now: now, force: force)
+        for index in batches.indices {
+            if let builder = try batches[index].build() { accumulator.recycle(builder) }
+        }
+        return batches
+    }
+
     func records(_ batch: SealedBatch) throws -> [String] {
         let view = try RecordBatchView(validating: batch.bytes)
         var reader = try view.records(decompressedBytesMax: 1 << 20)
@@ -36,9 +46,9 @@ struct RecordAccumulatorTests {
         for i in 0..<5 {
             _ = try accumulator.append(message("v\(i)"), timestamp: 1000 + Int64(i), now: Self.start)
         }
-        #expect(accumulator.drain(now: Self.start + .milliseconds(9), force: false).batches.isEmpty)
+        #expect(try drained(&accumulator, now: Self.start + .milliseconds(9), force: false).isEmpty)
         #expect(accumulator.nextDeadline() == Self.start + .milliseconds(10))
-        let batches = accumulator.drain(now: Self.start + .milliseconds(10), force: false).batches
+        let batches = try drained(&accumulator, now: Self.start + .milliseconds(10), force: false)
         #expect(batches.count == 1)
         #expect(try records(batches[0]) == ["v0", "v1", "v2", "v3", "v4"])
         let header = try RecordBatchView(validating: batches[0].bytes).header
@@ -59,21 +69,43 @@ struct RecordAccumulatorTests {
         }
         // 30-byte values count ~52 bytes each: a batch holds one; the second append seals the first.
         #expect(wakes == [true, true, true, true])
-        let batches = accumulator.drain(now: Self.start, force: false).batches
+        let batches = try drained(&accumulator, now: Self.start, force: false)
         #expect(batches.count == 1)
         #expect(try records(batches[0]).count == 1)
+    }
+
+    @Test func sealingLeavesTheCompressionToTheSendLoop() throws {
+        var accumulator = accumulator(linger: 60_000, batchBytesMax: 100, compression: .lz4)
+        for i in 0..<2 {
+            _ = try accumulator.append(message(String(repeating: "x", count: 30) + "\(i)"), timestamp: 1, now: Self.start)
+        }
+        // The second append sealed the first batch (it was full) without compressing it.
+        var batch = try #require(accumulator.drain(now: Self.start, force: false).first)
+        guard case .records(let sealed) = batch.content else {
+            Issue.record("the batch was built while sealing")
+            return
+        }
+        #expect(sealed.recordCount == 1)
+        #expect(sealed.configuration.baseSequence == 0)
+        let emptied = try #require(try batch.build())
+        #expect(emptied.recordCount == 0)
+        #expect(try RecordBatchView(validating: batch.bytes).header.attributes.compression == .lz4)
+        #expect(try records(batch) == [String(repeating: "x", count: 30) + "0"])
+        let bytes = batch.bytes
+        #expect(try batch.build() == nil, "a built batch is not built again")
+        #expect(batch.bytes == bytes)
     }
 
     @Test func sequencesAdvancePerPartitionByRecordCount() throws {
         var accumulator = accumulator()
         for i in 0..<3 { _ = try accumulator.append(message("a\(i)", partition: 0), timestamp: 1, now: Self.start) }
         _ = try accumulator.append(message("b", partition: 1), timestamp: 1, now: Self.start)
-        let first = accumulator.drain(now: Self.start, force: true).batches
+        let first = try drained(&accumulator, now: Self.start, force: true)
         #expect(Set(first.map(\.baseSequence)) == [0])
         for batch in first { _ = accumulator.batchCompleted(batch, outcome: .acknowledged(baseOffset: 0), now: Self.start) }
         _ = try accumulator.append(message("a3", partition: 0), timestamp: 1, now: Self.start)
         _ = try accumulator.append(message("b1", partition: 1), timestamp: 1, now: Self.start)
-        let second = accumulator.drain(now: Self.start, force: true).batches
+        let second = try drained(&accumulator, now: Self.start, force: true)
         let sequences = Dictionary(uniqueKeysWithValues: second.map { ($0.streamPartition.partition, $0.baseSequence) })
         #expect(sequences == [0: 3, 1: 1])
     }
@@ -81,11 +113,11 @@ struct RecordAccumulatorTests {
     @Test func retriableFailureResendsTheSameBytesAfterBackoff() throws {
         var accumulator = accumulator()
         let (id, _) = try accumulator.append(message("x"), timestamp: 1, now: Self.start)
-        let batch = try #require(accumulator.drain(now: Self.start, force: true).batches.first)
+        let batch = try #require(try drained(&accumulator, now: Self.start, force: true).first)
         #expect(accumulator.batchCompleted(batch, outcome: .failed(.broker(.notEnoughReplicas, message: nil)),
                                            now: Self.start) == nil)
-        #expect(accumulator.drain(now: Self.start, force: true).batches.isEmpty)
-        let retry = try #require(accumulator.drain(now: Self.start + .milliseconds(100), force: false).batches.first)
+        #expect(try drained(&accumulator, now: Self.start, force: true).isEmpty)
+        let retry = try #require(try drained(&accumulator, now: Self.start + .milliseconds(100), force: false).first)
         #expect(retry.bytes == batch.bytes)
         let reports = accumulator.batchCompleted(retry, outcome: .acknowledged(baseOffset: 40), now: Self.start)
         #expect(reports == [DeliveryReport(id: id, stream: "s", partition: 0, offset: 40, error: nil)])
@@ -96,18 +128,18 @@ struct RecordAccumulatorTests {
     func sequenceErrorBehindAFailedBatchIsRetriedInSequenceOrder(code: ErrorCode) throws {
         var accumulator = accumulator()
         _ = try accumulator.append(message("first"), timestamp: 1, now: Self.start)
-        let first = try #require(accumulator.drain(now: Self.start, force: true).batches.first)
+        let first = try #require(try drained(&accumulator, now: Self.start, force: true).first)
         _ = try accumulator.append(message("second"), timestamp: 1, now: Self.start)
-        let second = try #require(accumulator.drain(now: Self.start, force: true).batches.first)
+        let second = try #require(try drained(&accumulator, now: Self.start, force: true).first)
         #expect(second.baseSequence == 1)
         _ = accumulator.batchCompleted(first, outcome: .failed(.connection("reset")), now: Self.start)
         #expect(accumulator.batchCompleted(second, outcome: .failed(.broker(code, message: nil)),
                                            now: Self.start) == nil)
         let later = Self.start + .seconds(5)
-        let resentFirst = try #require(accumulator.drain(now: later, force: false).batches.first)
+        let resentFirst = try #require(try drained(&accumulator, now: later, force: false).first)
         #expect(resentFirst.baseSequence == 0)
         _ = accumulator.batchCompleted(resentFirst, outcome: .acknowledged(baseOffset: 0), now: later)
-        let resentSecond = try #require(accumulator.drain(now: later, force: false).batches.first)
+        let resentSecond = try #require(try drained(&accumulator, now: later, force: false).first)
         #expect(resentSecond.baseSequence == 1)
         #expect(resentSecond.bytes == second.bytes)
     }
@@ -116,7 +148,7 @@ struct RecordAccumulatorTests {
         var accumulator = accumulator()
         _ = try accumulator.append(message("a"), timestamp: 1, now: Self.start)
         _ = try accumulator.append(message("b"), timestamp: 1, now: Self.start)
-        let batch = try #require(accumulator.drain(now: Self.start, force: true).batches.first)
+        let batch = try #require(try drained(&accumulator, now: Self.start, force: true).first)
         let reports = accumulator.batchCompleted(batch, outcome: .failed(.broker(.topicAuthorizationFailed, message: nil)),
                                                  now: Self.start)
         #expect(reports?.map(\.error) == [.broker(.topicAuthorizationFailed, message: nil),
@@ -152,7 +184,7 @@ struct RecordAccumulatorTests {
     @Test func lz4BatchesDecodeToTheSameRecords() throws {
         var accumulator = accumulator(compression: .lz4)
         for i in 0..<20 { _ = try accumulator.append(message("{\"n\":\(i)}"), timestamp: 1, now: Self.start) }
-        let batch = try #require(accumulator.drain(now: Self.start, force: true).batches.first)
+        let batch = try #require(try drained(&accumulator, now: Self.start, force: true).first)
         #expect(try RecordBatchView(validating: batch.bytes).header.attributes.compression == .lz4)
         #expect(try records(batch) == (0..<20).map { "{\"n\":\($0)}" })
     }
