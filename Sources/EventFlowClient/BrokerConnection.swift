@@ -290,6 +290,11 @@ public final class BrokerConnection: Sendable {
         guard let frame = try await roundTrip(message, version: version, expectsResponse: true) else {
             throw .connection("no answer")
         }
+        return try decode(Request.self, frame: frame, version: version)
+    }
+
+    fileprivate func decode<Request: KafkaRequestMessage>(_ request: Request.Type, frame: ByteBuffer,
+                                                          version: Int16) throws(ProducerError) -> Request.Response {
         do {
             return try Request.Response.decodeResponse(frame: frame, version: version).1
         } catch {
@@ -298,22 +303,48 @@ public final class BrokerConnection: Sendable {
         }
     }
 
-    /// A Produce request; with acks 0 no answer comes and the result is nil once written.
-    func produce(_ message: ProduceRequest) async throws(ProducerError) -> ProduceResponse? {
+    /// A Produce request written to the connection, its answer still to come.
+    struct ProduceInFlight: Sendable {
+        fileprivate let connection: BrokerConnection
+        fileprivate let version: Int16
+        fileprivate let exchange: Exchange
+
+        /// The broker's answer (nil with acks 0, once written); frees the request's in-flight slot.
+        func answer() async throws(ProducerError) -> ProduceResponse? {
+            defer { connection.limiter.release() }
+            guard let frame = try await connection.complete(exchange) else { return nil }
+            return try connection.decode(ProduceRequest.self, frame: frame, version: version)
+        }
+    }
+
+    /// Writes a Produce request at once, once an in-flight slot is free, and returns without
+    /// waiting for the answer (`ProduceInFlight.answer`). Requests written by one caller leave in
+    /// the order of its calls: an idempotent producer's sequence numbers depend on it, so its send
+    /// loop writes here and only waits for answers in separate tasks.
+    func writeProduce(_ message: ProduceRequest) async throws(ProducerError) -> ProduceInFlight {
         guard let version = versions[.produce] else {
             throw .broker(.unsupportedVersion, message: "the broker serves no Produce version this client speaks")
         }
-        if message.acks == 0 {
-            _ = try await roundTrip(message, version: version, expectsResponse: false)
-            return nil
-        }
-        return try await request(message, version: version)
+        await limiter.acquire()
+        return ProduceInFlight(connection: self, version: version,
+                               exchange: write(message, version: version, expectsResponse: message.acks != 0))
+    }
+
+    /// One request on the wire: written (or failing to be) and, unless none is expected, answered.
+    fileprivate struct Exchange: Sendable {
+        let written: EventLoopFuture<Void>
+        let answer: EventLoopFuture<ByteBuffer>?
     }
 
     private func roundTrip<Request: KafkaRequestMessage>(_ message: Request, version: Int16,
                                                           expectsResponse: Bool) async throws(ProducerError) -> ByteBuffer? {
         await limiter.acquire()
         defer { limiter.release() }
+        return try await complete(write(message, version: version, expectsResponse: expectsResponse))
+    }
+
+    /// Encodes and writes the request now (NIO keeps the order of writes issued by one caller).
+    private func write<Request: KafkaRequestMessage>(_ message: Request, version: Int16, expectsResponse: Bool) -> Exchange {
         let correlationId = nextCorrelationId.withLock { id -> Int32 in
             defer { id = id == Int32.max ? 1 : id + 1 }
             return id
@@ -323,15 +354,20 @@ public final class BrokerConnection: Sendable {
         let responsePromise = expectsResponse ? channel.eventLoop.makePromise(of: ByteBuffer.self) : nil
         let request = OutboundRequest(bytes: bytes, correlationId: correlationId, responsePromise: responsePromise,
                                       timeout: requestTimeout)
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(request, promise: written)
+        if let responsePromise { written.futureResult.whenFailure { responsePromise.fail($0) } }
+        return Exchange(written: written.futureResult, answer: responsePromise?.futureResult)
+    }
+
+    /// Waits for the answer (or, when none is expected, for the write).
+    fileprivate func complete(_ exchange: Exchange) async throws(ProducerError) -> ByteBuffer? {
         do {
-            let written = channel.eventLoop.makePromise(of: Void.self)
-            channel.writeAndFlush(request, promise: written)
-            guard let responsePromise else {
-                try await written.futureResult.get()
+            guard let answer = exchange.answer else {
+                try await exchange.written.get()
                 return nil
             }
-            written.futureResult.whenFailure { responsePromise.fail($0) }
-            return try await responsePromise.futureResult.get()
+            return try await answer.get()
         } catch let error as ProducerError {
             throw error
         } catch {

@@ -271,7 +271,7 @@ public final class EventFlowProducer: Service, Sendable {
                 if !step.batches.isEmpty {
                     // Compression, header and CRC happen here, outside the lock `send` takes.
                     guard let batches = build(step.batches) else { return }
-                    group.addTask { await self.sendBatches(batches, on: active) }
+                    await sendBatches(batches, on: active, in: &group)
                     continue
                 }
                 scheduleTimer()
@@ -357,7 +357,27 @@ public final class EventFlowProducer: Service, Sendable {
         deliver(reports)
     }
 
-    private func sendBatches(_ batches: [SealedBatch], on connection: BrokerConnection) async {
+    /// Writes the batches' Produce request now, from the send loop, so requests leave in the
+    /// order the loop drained them (sequence order per partition); a task then waits for the answer.
+    private func sendBatches(_ batches: [SealedBatch], on connection: BrokerConnection,
+                             in group: inout DiscardingTaskGroup) async {
+        let request = produceRequest(batches)
+        metrics.batchesSent.increment(by: batches.count)
+        do throws(ProducerError) {
+            let inFlight = try await connection.writeProduce(request)
+            group.addTask {
+                do throws(ProducerError) {
+                    self.completeBatches(batches, response: .success(try await inFlight.answer()))
+                } catch {
+                    self.completeBatches(batches, response: .failure(error))
+                }
+            }
+        } catch {
+            completeBatches(batches, response: .failure(error))
+        }
+    }
+
+    private func produceRequest(_ batches: [SealedBatch]) -> ProduceRequest {
         var byStream: [String: [ProduceRequest.PartitionData]] = [:]
         var order: [String] = []
         for batch in batches {
@@ -365,13 +385,17 @@ public final class EventFlowProducer: Service, Sendable {
             byStream[batch.streamPartition.stream, default: []].append(
                 .init(index: batch.streamPartition.partition, records: batch.bytes))
         }
-        let request = ProduceRequest(acks: configuration.acks.rawValue,
-                                     timeoutMs: Int32(clamping: configuration.requestTimeoutMilliseconds),
-                                     topicData: order.map { .init(name: $0, partitionData: byStream[$0] ?? []) })
-        metrics.batchesSent.increment(by: batches.count)
+        return ProduceRequest(acks: configuration.acks.rawValue,
+                              timeoutMs: Int32(clamping: configuration.requestTimeoutMilliseconds),
+                              topicData: order.map { .init(name: $0, partitionData: byStream[$0] ?? []) })
+    }
+
+    /// The answer (nil with acks 0) or the failure of a request: each batch is acknowledged, put
+    /// back to be retried, or failed.
+    private func completeBatches(_ batches: [SealedBatch], response result: Result<ProduceResponse?, ProducerError>) {
         let outcomes: [RecordAccumulator.BatchOutcome]
-        do throws(ProducerError) {
-            let response = try await connection.produce(request)
+        switch result {
+        case .success(let response):
             outcomes = batches.map { batch in
                 guard let response else { return .acknowledged(baseOffset: nil) }
                 let key = batch.streamPartition
@@ -386,7 +410,7 @@ public final class EventFlowProducer: Service, Sendable {
                 default: return .failed(.broker(answer.errorCode, message: nil))
                 }
             }
-        } catch {
+        case .failure(let error):
             outcomes = batches.map { _ in .failed(error) }
         }
         let now = NIODeadline.now()

@@ -105,6 +105,10 @@ struct RecordAccumulator {
         var ready: [SealedBatch] = []
         var inflightSequences: [Int32] = []
         var nextSequence: Int32 = 0
+        /// The base sequence of the last batch put back to be retried: a later batch that was
+        /// refused as out of order while it was away is retried too, even if the earlier one was
+        /// resent and acknowledged before the refusal was handled (answers are handled in any order).
+        var lastRetriedSequence: Int32?
 
         var hasOpenRecords: Bool { !openMessageIDs.isEmpty }
 
@@ -310,6 +314,7 @@ struct RecordAccumulator {
                 let position = partitionStates[slot].ready.firstIndex { sequenceIsAfter($0.baseSequence, retry.baseSequence) }
                     ?? partitionStates[slot].ready.endIndex
                 partitionStates[slot].ready.insert(retry, at: position)
+                partitionStates[slot].lastRetriedSequence = retry.baseSequence
                 return nil
             }
             finish(bufferedBytes: batch.bufferedBytes, count: batch.recordCount)
@@ -479,6 +484,7 @@ struct RecordAccumulator {
            settings.idempotent {
             let earlier = state.inflightSequences.contains { sequenceIsAfter(batch.baseSequence, $0) }
                 || state.ready.contains { sequenceIsAfter(batch.baseSequence, $0.baseSequence) }
+                || state.lastRetriedSequence.map { sequenceIsAfter(batch.baseSequence, $0) } ?? false
             return earlier
         }
         return false

@@ -209,6 +209,30 @@ struct ProducerTests {
         #expect(throws: ProducerError.shutDown) { try producer.send(ProducerMessage(stream: "s", value: "late")) }
     }
 
+    /// Up to five requests in flight carry consecutive batches of one partition: they must reach
+    /// the broker in sequence order, or an idempotent broker refuses the later ones as out of order.
+    @Test func pipelinedBatchesOfOnePartitionReachTheBrokerInSequenceOrder() async throws {
+        let broker = try await FakeBroker(streams: ["s": 1])
+        var configuration = configuration(port: broker.port)
+        configuration.lingerMilliseconds = 0
+        configuration.batchBytesMax = 300  // a few records per batch: hundreds of batches
+        let (producer, events) = try EventFlowProducer.makeProducerWithEvents(configuration: configuration,
+                                                                              logger: Logger(label: "test"))
+        async let running: Void = producer.run()
+        for i in 0..<3_000 { try producer.send(ProducerMessage(stream: "s", value: ByteBuffer(string: "event \(i)"))) }
+        await producer.shutdown()
+        try await running
+        var reports: [DeliveryReport] = []
+        for await report in events.deliveryReports { reports.append(report) }
+        await broker.close()
+        #expect(reports.count == 3_000)
+        #expect(reports.allSatisfy { $0.error == nil })
+        let sequences = try broker.produceRequests.flatMap(batches).map(\.2.header.baseSequence)
+        #expect(sequences.count > 100)
+        #expect(sequences == sequences.sorted(), "batches arrived out of sequence order")
+        #expect(Set(sequences).count == sequences.count, "no batch was sent twice")
+    }
+
     @Test func idempotenceNeedsAcksAll() {
         var configuration = configuration(port: 1)
         configuration.acks = .leader

@@ -144,6 +144,30 @@ struct RecordAccumulatorTests {
         #expect(resentSecond.bytes == second.bytes)
     }
 
+    /// Answers are handled by separate tasks, so the refusal of a later batch can be handled after
+    /// the earlier batch it waited for was already resent and acknowledged: it is still retried.
+    @Test func outOfOrderRefusalHandledAfterTheEarlierBatchWasResentIsRetried() throws {
+        var accumulator = accumulator()
+        _ = try accumulator.append(message("first"), timestamp: 1, now: Self.start)
+        let first = try #require(try drained(&accumulator, now: Self.start, force: true).first)
+        let (secondID, _) = try accumulator.append(message("second"), timestamp: 1, now: Self.start)
+        let second = try #require(try drained(&accumulator, now: Self.start, force: true).first)
+        #expect(accumulator.batchCompleted(first, outcome: .failed(.requestTimedOut), now: Self.start) == nil)
+        let later = Self.start + .seconds(5)
+        let resentFirst = try #require(try drained(&accumulator, now: later, force: false).first)
+        #expect(resentFirst.baseSequence == 0)
+        _ = accumulator.batchCompleted(resentFirst, outcome: .acknowledged(baseOffset: 0), now: later)
+        // Only now is the second batch's refusal handled; nothing earlier is in flight or waiting.
+        #expect(accumulator.batchCompleted(second, outcome: .failed(.broker(.outOfOrderSequenceNumber, message: nil)),
+                                           now: later) == nil)
+        let resentSecond = try #require(try drained(&accumulator, now: later + .seconds(5), force: false).first)
+        #expect(resentSecond.baseSequence == 1)
+        #expect(resentSecond.bytes == second.bytes)
+        let reports = accumulator.batchCompleted(resentSecond, outcome: .acknowledged(baseOffset: 1), now: later)
+        #expect(reports == [DeliveryReport(id: secondID, stream: "s", partition: 0, offset: 1, error: nil)])
+        #expect(accumulator.isIdle)
+    }
+
     @Test func nonRetriableFailureReportsEveryRecord() throws {
         var accumulator = accumulator()
         _ = try accumulator.append(message("a"), timestamp: 1, now: Self.start)
