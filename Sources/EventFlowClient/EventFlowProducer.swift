@@ -287,11 +287,9 @@ public final class EventFlowProducer: Service, Sendable {
     /// stops, failing these batches and everything buffered. Returns nil then.
     private func build(_ drained: [SealedBatch]) -> [SealedBatch]? {
         var batches = drained
-        var emptied: [RecordBatchBuilder] = []
+        let emptied: [RecordBatchBuilder]
         do {
-            for index in batches.indices {
-                if let builder = try batches[index].build() { emptied.append(builder) }
-            }
+            emptied = try SealedBatch.build(&batches)
         } catch {
             let failure = ProducerError.invalidConfiguration("could not encode a record batch: \(error)")
             let reports = state.withLock { state -> [DeliveryReport] in
@@ -307,9 +305,7 @@ public final class EventFlowProducer: Service, Sendable {
             return nil
         }
         if !emptied.isEmpty {
-            state.withLock { state in
-                for builder in emptied { state.accumulator.recycle(builder) }
-            }
+            state.withLock { $0.accumulator.recycle(emptied) }
         }
         return batches
     }
@@ -539,11 +535,11 @@ extension EventFlowProducer {
             var records = 0
             while true {
                 let now = NIODeadline.now()
-                let batches = state.accumulator.drain(now: now, force: true)
+                var batches = state.accumulator.drain(now: now, force: true)
                 if batches.isEmpty { return records }
-                for var batch in batches {
-                    // Built as the send loop would, so the builders are recycled as they are in a real run.
-                    if let builder = try? batch.build() { state.accumulator.recycle(builder) }
+                // Built as the send loop would, so the builders are recycled as they are in a real run.
+                if let emptied = try? SealedBatch.build(&batches) { state.accumulator.recycle(emptied) }
+                for batch in batches {
                     records += state.accumulator.batchCompleted(batch, outcome: .acknowledged(baseOffset: 0), now: now)?.count ?? 0
                 }
             }

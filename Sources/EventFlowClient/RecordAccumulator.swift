@@ -65,6 +65,16 @@ struct SealedBatch: Sendable {
         }
         return builder
     }
+
+    /// Builds every batch not built yet, as the send loop does before sending (outside the
+    /// producer's lock); returns the emptied builders, for `RecordAccumulator.recycle`.
+    static func build(_ batches: inout [SealedBatch]) throws -> [RecordBatchBuilder] {
+        var emptied: [RecordBatchBuilder] = []
+        for index in batches.indices {
+            if let builder = try batches[index].build() { emptied.append(builder) }
+        }
+        return emptied
+    }
 }
 
 /// The producer's batching and idempotence logic, without I/O: records go into per-partition
@@ -277,11 +287,11 @@ struct RecordAccumulator {
 
     /// Takes back a builder emptied by `SealedBatch.build`, so the next sealed batch's successor
     /// starts with its capacity instead of growing a new buffer (at most `spareBuildersMax` kept).
-    mutating func recycle(_ builder: RecordBatchBuilder) {
-        guard spareBuilders.count < Self.spareBuildersMax else { return }
-        var builder = builder
-        builder.configuration = Self.builderConfiguration(settings)
-        spareBuilders.append(builder)
+    mutating func recycle(_ builders: [RecordBatchBuilder]) {
+        for var builder in builders where spareBuilders.count < Self.spareBuildersMax {
+            builder.configuration = Self.builderConfiguration(settings)
+            spareBuilders.append(builder)
+        }
     }
 
     static let spareBuildersMax = 4
@@ -437,7 +447,7 @@ struct RecordAccumulator {
         var wake = false
         if partitionStates[slot].hasOpenRecords && partitionStates[slot].openBufferedBytes + size > settings.batchBytesMax {
             // The record does not fit: the open batch is full, send it.
-            if !settings.idempotent || producerIdentity != nil {  // canSeal, without reading `self` whole
+            if canSeal {
                 seal(slot)
             }
             wake = true

@@ -249,11 +249,10 @@ final class CopyWorker: BaselineWorker, @unchecked Sendable {
         var sendTimes: [UInt64] = []
         // Each flush is encoded in the previous one's memory, as the broker's writer does.
         var storage: [UInt8] = []
-        storage.reserveCapacity(flushBytes + 64 * 1024)
         while monotonicNanoseconds() < timing.measureEndNanoseconds {
             let now = monotonicNanoseconds()
             let timestamp = Int64(Date().timeIntervalSince1970 * 1000)
-            var copy = EventBatchCopy(reusing: consume storage)
+            var copy = EventBatchCopy(reusing: consume storage, capacity: flushBytes + 4096)
             var flushOffset = nextOffset
             sendTimes.removeAll(keepingCapacity: true)
             repeat {

@@ -29,9 +29,7 @@ struct RecordAccumulatorTests {
     /// the lock) and hand the emptied builders back.
     func drained(_ accumulator: inout RecordAccumulator, now: NIODeadline, force: Bool) throws -> [SealedBatch] {
         var batches = accumulator.drain(now: now, force: force)
-        for index in batches.indices {
-            if let builder = try batches[index].build() { accumulator.recycle(builder) }
-        }
+        accumulator.recycle(try SealedBatch.build(&batches))
         return batches
     }
 

@@ -241,9 +241,8 @@ public final class WriteAheadBatcher: Sendable {
     /// The flush as binary COPY rows: header columns read from each batch, the batch bytes
     /// copied once with the assigned base offset.
     static func copy(of flush: GroupCommit.Flush, reusing storage: consuming [UInt8] = []) -> EventBatchCopy {
-        storage.removeAll(keepingCapacity: true)  // so growing it copies nothing
-        storage.reserveCapacity(flush.byteCount + flush.batches.count * 128 + 64)
-        var copy = EventBatchCopy(createdAt: Date(), reusing: consume storage)
+        var copy = EventBatchCopy(createdAt: Date(), reusing: consume storage,
+                                  capacity: flush.byteCount + flush.batches.count * 128 + 64)
         for batch in flush.batches {
             let received = batch.receivedBytes
             let header = try? RecordBatchHeader(parsing: received, at: received.readerIndex)

@@ -136,7 +136,7 @@ extension ByteBuffer {
     @inlinable
     @discardableResult
     public mutating func writeVarLong(_ value: Int64) -> Int {
-        writeUnsignedVarLong(UInt64(bitPattern: (value << 1) ^ (value >> 63)))
+        writeUnsignedVarLong(VarInt.zigZag(value))
     }
 
     // MARK: Strings and bytes (classic, int16/int32 length prefixes)

@@ -20,21 +20,17 @@ public struct BinaryCopyEncoder: Sendable {
     /// The encoded rows, header included; the COPY data is these bytes followed by `trailer`.
     public private(set) var bytes: [UInt8]
 
-    public init(capacity: Int = 4096) {
-        bytes = []
-        bytes.reserveCapacity(max(capacity, 64))
-        bytes.append(contentsOf: Self.header)
-    }
-
-    /// Encodes into `storage`'s memory: its contents are dropped, its capacity is kept, so a
-    /// writer that hands the same storage back each time touches no fresh pages.
-    public init(reusing storage: consuming [UInt8]) {
-        storage.removeAll(keepingCapacity: true)  // in place when the caller handed over the only reference
+    /// Encodes into `storage`'s memory, at least `capacity` bytes of it: its contents are dropped
+    /// and its capacity kept, so a writer that hands the same storage back each time (its only
+    /// reference, see `takeStorage`) touches no fresh pages.
+    public init(reusing storage: consuming [UInt8] = [], capacity: Int = 4096) {
+        storage.removeAll(keepingCapacity: true)  // first, so growing it below copies nothing
+        storage.reserveCapacity(max(capacity, 64))
         bytes = consume storage
         bytes.append(contentsOf: Self.header)
     }
 
-    /// The encoder's memory, for the next `init(reusing:)`.
+    /// The encoder's memory, for the next `init(reusing:capacity:)`.
     public consuming func takeStorage() -> [UInt8] {
         bytes
     }

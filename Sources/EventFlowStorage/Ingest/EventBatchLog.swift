@@ -46,19 +46,12 @@ public struct EventBatchCopy: Sendable {
     private var encoder: BinaryCopyEncoder
     private let createdAtMilliseconds: Int64
 
-    public init(createdAt: Date = Date(), capacity: Int = 64 * 1024) {
-        self.init(createdAt: createdAt, encoder: BinaryCopyEncoder(capacity: capacity))
-    }
-
-    /// Encodes into `storage`'s memory (see `BinaryCopyEncoder.init(reusing:)`); `takeStorage()` returns it.
-    public init(createdAt: Date = Date(), reusing storage: consuming [UInt8]) {
-        self.init(createdAt: createdAt, encoder: BinaryCopyEncoder(reusing: consume storage))
-    }
-
-    private init(createdAt: Date, encoder: BinaryCopyEncoder) {
+    /// Encodes into `storage`'s memory (see `BinaryCopyEncoder.init(reusing:capacity:)`);
+    /// `takeStorage()` returns it.
+    public init(createdAt: Date = Date(), reusing storage: consuming [UInt8] = [], capacity: Int = 64 * 1024) {
         self.createdAt = createdAt
         self.createdAtMilliseconds = Int64((createdAt.timeIntervalSince1970 * 1000).rounded(.down))
-        self.encoder = encoder
+        self.encoder = BinaryCopyEncoder(reusing: consume storage, capacity: capacity)
     }
 
     /// Appends a row; `writeBatch` fills exactly `batchByteCount` bytes with the batch as stored.
@@ -87,7 +80,7 @@ public struct EventBatchCopy: Sendable {
 
     public var encodedByteCount: Int { encoder.bytes.count }
 
-    /// The encoder's memory, for the next flush's `init(reusing:)`.
+    /// The encoder's memory, for the next flush's `init(reusing:capacity:)`.
     public consuming func takeStorage() -> [UInt8] {
         encoder.takeStorage()
     }
