@@ -67,6 +67,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Partitions of a stream created by CreateTopics without a count.")
     var defaultPartitions = 1
 
+    @Option(help: "Tail cache: recently committed batches kept in memory for consumers at the tail, in bytes (0: every fetch reads PostgreSQL).")
+    var tailCacheBytesMax = 256 << 20
+
+    @Option(help: "Longest a fetch waits for minBytes (its maxWaitMs is capped to this), in milliseconds.")
+    var fetchWaitMillisecondsMax: Int64 = 30_000
+
+    @Option(help: "Largest fetch response, in batch bytes (the first batch is sent whole regardless).")
+    var fetchResponseBytesMax = 16 << 20
+
+    @Option(help: "Threads (each with its own database connection) serving catch-up reads below the tail cache.")
+    var fetchCatchUpThreads = 2
+
     func run() async throws {
         Self.boundAllocatorRetention()
         LoggingSystem.bootstrap { label in
@@ -122,6 +134,9 @@ struct Serve: AsyncParsableCommand {
             configuration.connectionRequestBytesMax = connectionRequestBytesMax
             configuration.groupCommit = GroupCommit.Configuration(
                 flushBytesTarget: flushBytesTarget, lingerMilliseconds: lingerMilliseconds, memoryBytesMax: memoryBytesMax)
+            configuration.fetch = FetchService.Configuration(
+                tailCacheBytesMax: tailCacheBytesMax, waitMillisecondsMax: fetchWaitMillisecondsMax,
+                responseBytesMax: fetchResponseBytesMax, catchUpThreads: fetchCatchUpThreads)
             let broker: Broker
             do {
                 broker = try await Broker.start(configuration: configuration, databaseURL: session.url,
@@ -153,7 +168,8 @@ extension Serve {
         guard !(plaintext && tlsCert != nil) else { throw ValidationError("--plaintext and --tls-cert exclude each other") }
         guard frameBytesMax > 0, connectionsMax > 0, inflightRequestsMax > 0, flushBytesTarget > 0, memoryBytesMax > 0,
               lingerMilliseconds >= 0, (1...Streams.partitionsMax).contains(defaultPartitions),
-              (requestBytesMax ?? 1) > 0, (connectionRequestBytesMax ?? 1) > 0 else {
+              (requestBytesMax ?? 1) > 0, (connectionRequestBytesMax ?? 1) > 0,
+              tailCacheBytesMax >= 0, fetchWaitMillisecondsMax >= 0, fetchResponseBytesMax > 0, (1...64).contains(fetchCatchUpThreads) else {
             throw ValidationError("limits must be positive")
         }
     }

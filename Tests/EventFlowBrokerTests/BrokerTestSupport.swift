@@ -23,7 +23,9 @@ final class BrokerHarness: Sendable {
                       groupCommit: GroupCommit.Configuration = .init(flushBytesTarget: 1 << 20, lingerMilliseconds: 2),
                       frameBytesMax: Int = 1 << 20, inflightRequestsMax: Int = 64, connectionsMax: Int = 100,
                       revocationCheckMilliseconds: Int64 = 200,
-                      requestBytesMax: Int? = nil, connectionRequestBytesMax: Int? = nil) async throws -> BrokerHarness {
+                      requestBytesMax: Int? = nil, connectionRequestBytesMax: Int? = nil,
+                      fetch: FetchService.Configuration = .init(),
+                      prepare: (PostgresConnection, EventStream) throws -> Void = { _, _ in }) async throws -> BrokerHarness {
         let url = try TestCluster.freshDatabase()
         let db = try PostgresConnection(url: url)
         defer { db.close() }
@@ -31,6 +33,7 @@ final class BrokerHarness: Sendable {
         let organization = try Organizations.create(db, name: "acme")
         let key = try APIKeys.create(db, org: organization, label: "test")
         let stream = try Streams.create(db, org: organization, name: "orders", partitions: partitions)
+        try prepare(db, stream)
         let certificates = try DevelopmentCertificates.ensure(in: TestCluster.temporaryDirectory("tls"))
         var configuration = BrokerConfiguration(
             host: "127.0.0.1", port: 0,
@@ -40,6 +43,7 @@ final class BrokerHarness: Sendable {
         configuration.clusterID = "test"
         configuration.requestBytesMax = requestBytesMax
         configuration.connectionRequestBytesMax = connectionRequestBytesMax
+        configuration.fetch = fetch
         var logger = Logger(label: "test.broker")
         logger.logLevel = .warning
         let broker = try await Broker.start(configuration: configuration, databaseURL: url, logger: logger)

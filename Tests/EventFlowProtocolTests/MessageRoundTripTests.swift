@@ -154,7 +154,7 @@ import Testing
         var buffer = ByteBuffer(bytes: [0, 0])
         #expect(throws: ProtocolError.self) { _ = try ProduceRequest.decode(from: &buffer, version: 2) }
         do {
-            _ = try FetchResponse.decode(from: &buffer, version: 11)
+            _ = try FetchResponse.decode(from: &buffer, version: 12)
         } catch let error as ProtocolError {
             #expect(error.kind == .unsupportedVersion)
         } catch {

@@ -67,7 +67,7 @@ struct MessageVector: CustomStringConvertible, Sendable {
                 }
             }
         }
-        #expect(MessageVector.all.count == 140)
+        #expect(MessageVector.all.count == 142)
     }
 
     @Test(arguments: MessageVector.all)

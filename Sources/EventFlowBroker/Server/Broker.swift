@@ -55,10 +55,13 @@ public final class Broker: Sendable {
                                         timerLoop: group.next(), logger: logger)
         batcher.startup(nextOffsets: nextOffsets, producerBatches: producerBatches)
         let controlPlane = ControlPlane(databaseURL: databaseURL)
+        let fetches = FetchService(configuration: configuration.fetch, databaseURL: databaseURL, batcher: batcher,
+                                   timerLoop: group.next(), logger: logger)
+        batcher.onFlushCommitted { fetches.committed($0) }
         let registry = ConnectionRegistry()
         let requestBytes = RequestBytesGate(configuration: .init(bytesMax: configuration.effectiveRequestBytesMax))
         services = BrokerServices(
-            configuration: configuration, batcher: batcher, requestBytes: requestBytes, controlPlane: controlPlane,
+            configuration: configuration, batcher: batcher, fetches: fetches, requestBytes: requestBytes, controlPlane: controlPlane,
             streams: StreamDirectory(controlPlane: controlPlane, batcher: batcher), registry: registry,
             advertised: NIOLockedValueBox((configuration.advertisedHost ?? Self.defaultAdvertisedHost(configuration.host), Int32(configuration.port))),
             logger: logger)
@@ -159,6 +162,8 @@ public final class Broker: Sendable {
         revocationTask.withLockedValue { $0 }?.cancel()
         // Durable produces are answered when their flush commits; drain flushes everything buffered.
         try? await services.batcher.drain().get()
+        // Long polls are answered now with what they have; nothing more will commit.
+        services.fetches.shutdown()
         services.registry.forEach { $0.shutdown() }
         let closed = services.registry.allClosed(on: group.next())
         let graceMilliseconds = configuration.shutdownGraceMilliseconds

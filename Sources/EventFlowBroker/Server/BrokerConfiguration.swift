@@ -25,6 +25,8 @@ public struct BrokerConfiguration: Sendable {
     public var connectionsMax: Int
     public var inflightRequestsMax: Int
     public var groupCommit: GroupCommit.Configuration
+    /// The read side: tail cache, long-poll and response bounds, catch-up threads.
+    public var fetch: FetchService.Configuration
     /// Request bytes read but not yet handed to (or refused by) the batcher, all connections
     /// together, at which socket reads pause (they resume at half); nil: the batcher's `memoryBytesMax`.
     public var requestBytesMax: Int?
@@ -50,6 +52,7 @@ public struct BrokerConfiguration: Sendable {
         connectionsMax: Int = 10_000,
         inflightRequestsMax: Int = 64,
         groupCommit: GroupCommit.Configuration = GroupCommit.Configuration(),
+        fetch: FetchService.Configuration = FetchService.Configuration(),
         requestBytesMax: Int? = nil,
         connectionRequestBytesMax: Int? = nil,
         revocationCheckMilliseconds: Int64 = 500,
@@ -68,6 +71,7 @@ public struct BrokerConfiguration: Sendable {
         self.connectionsMax = connectionsMax
         self.inflightRequestsMax = inflightRequestsMax
         self.groupCommit = groupCommit
+        self.fetch = fetch
         self.requestBytesMax = requestBytesMax
         self.connectionRequestBytesMax = connectionRequestBytesMax
         self.revocationCheckMilliseconds = revocationCheckMilliseconds

@@ -8,6 +8,7 @@ import NIOCore
 struct BrokerServices: Sendable {
     var configuration: BrokerConfiguration
     var batcher: WriteAheadBatcher
+    var fetches: FetchService
     var requestBytes: RequestBytesGate
     var controlPlane: ControlPlane
     var streams: StreamDirectory

@@ -159,6 +159,70 @@ struct RequestServer {
         }
     }
 
+    // MARK: Consumers
+
+    func fetch(_ request: FetchRequest) -> EventLoopFuture<FetchResponse> {
+        // Fetch sessions are not kept: sessionId 0 (a full fetch every time) is the only one.
+        if request.sessionId != 0 || request.sessionEpoch > 0 {
+            let code: ErrorCode = request.sessionId != 0 ? .fetchSessionIdNotFound : .invalidFetchSessionEpoch
+            return eventLoop.makeSucceededFuture(FetchResponse(errorCode: code, responses: []))
+        }
+        let names = request.topics.map(\.topic)
+        let fetches = services.fetches
+        let eventLoop = eventLoop
+        let logger = logger
+        return services.streams.resolve(Array(Set(names)), organizationID: organizationID, on: eventLoop).flatMap { streams in
+            var partitions: [FetchPartitionPlan] = []
+            for (topicIndex, topic) in request.topics.enumerated() {
+                let stream = streams[topic.topic] ?? nil
+                for partition in topic.partitions {
+                    let known = stream.flatMap { stream in
+                        (0..<stream.partitions).contains(partition.partition)
+                            ? StreamPartition(streamID: stream.id, partition: partition.partition) : nil
+                    }
+                    partitions.append(FetchPartitionPlan(topicIndex: topicIndex, partitionIndex: partition.partition, partition: known,
+                                                         fetchOffset: partition.fetchOffset,
+                                                         partitionMaxBytes: Int(partition.partitionMaxBytes)))
+                }
+            }
+            let plan = FetchPlan(topics: names, partitions: partitions, minBytes: Int(request.minBytes),
+                                 maxBytes: Int(request.maxBytes), maxWaitMilliseconds: Int64(request.maxWaitMs))
+            return fetches.fetch(plan, on: eventLoop)
+        }.flatMapError { error in
+            logger.error("fetch failed", metadata: ["error": "\(error)"])
+            return eventLoop.makeSucceededFuture(FetchResponse(responses: request.topics.map { topic in
+                .init(topic: topic.topic, partitions: topic.partitions.map {
+                    .init(partitionIndex: $0.partition, errorCode: .kafkaStorageError, highWatermark: -1, records: ByteBuffer())
+                })
+            }))
+        }
+    }
+
+    func listOffsets(_ request: ListOffsetsRequest) -> EventLoopFuture<ListOffsetsResponse> {
+        let names = request.topics.map(\.name)
+        let fetches = services.fetches
+        let eventLoop = eventLoop
+        return services.streams.resolve(Array(Set(names)), organizationID: organizationID, on: eventLoop).flatMap { streams in
+            var queries: [FetchService.OffsetQuery] = []
+            for (topicIndex, topic) in request.topics.enumerated() {
+                let stream = streams[topic.name] ?? nil
+                for partition in topic.partitions {
+                    let known = stream.flatMap { stream in
+                        (0..<stream.partitions).contains(partition.partitionIndex)
+                            ? StreamPartition(streamID: stream.id, partition: partition.partitionIndex) : nil
+                    }
+                    queries.append(.init(topicIndex: topicIndex, partitionIndex: partition.partitionIndex, partition: known,
+                                         timestamp: partition.timestamp))
+                }
+            }
+            return fetches.listOffsets(topics: names, queries: queries, on: eventLoop)
+        }.flatMapErrorThrowing { _ in
+            ListOffsetsResponse(topics: request.topics.map { topic in
+                .init(name: topic.name, partitions: topic.partitions.map { .init(partitionIndex: $0.partitionIndex, errorCode: .kafkaStorageError) })
+            })
+        }
+    }
+
     // MARK: Producers
 
     func initProducerId(_ request: InitProducerIdRequest) -> EventLoopFuture<InitProducerIdResponse> {

@@ -37,6 +37,7 @@ public final class WriteAheadBatcher: Sendable {
     private let logger: Logger
     private let readingPaused = NIOLockedValueBox(false)
     private let pauseObserver = NIOLockedValueBox<(@Sendable (Bool) -> Void)?>(nil)
+    private let commitObserver = NIOLockedValueBox<(@Sendable (GroupCommit.Flush) -> Void)?>(nil)
     /// The COPY data's memory, handed from one flush to the next (flushes run one at a time on the
     /// writer thread). A fresh megabyte per flush cost a page fault per 4 KiB written: the broker's
     /// largest source of page faults at max rate. Kept only up to `copyStorageRetainedBytesMax`.
@@ -80,6 +81,12 @@ public final class WriteAheadBatcher: Sendable {
     /// Called (from any thread) whenever reading should pause (true) or resume (false).
     public func onReadingPausedChanged(_ observer: @escaping @Sendable (Bool) -> Void) {
         pauseObserver.withLockedValue { $0 = observer }
+    }
+
+    /// Called on the writer thread with each flush once it committed, before its produces are
+    /// answered (the fetch service's tail cache).
+    public func onFlushCommitted(_ observer: @escaping @Sendable (GroupCommit.Flush) -> Void) {
+        commitObserver.withLockedValue { $0 = observer }
     }
 
     public func makeToken() -> RequestToken {
@@ -190,6 +197,7 @@ public final class WriteAheadBatcher: Sendable {
                 throw error
             }
         }, completion: { [self] result in
+            if case .success = result { commitObserver.withLockedValue { $0 }?(flush) }
             let now = NIODeadline.now().uptimeNanoseconds
             let actions = state.withLockedValue { state -> [GroupCommit.Action] in
                 switch result {

@@ -101,8 +101,8 @@ public enum APIKey: Int16, Sendable, Hashable, CaseIterable {
 public enum SupportedAPIVersions {
     public static let ranges: [APIKey: ClosedRange<Int16>] = [
         .produce: 3...7,
-        .fetch: 4...10,
-        .listOffsets: 0...4,
+        .fetch: 4...11,
+        .listOffsets: 1...5,
         .metadata: 0...7,
         .offsetCommit: 2...6,
         .offsetFetch: 1...5,

@@ -1,8 +1,9 @@
 import NIOCore
 
-/// Fetch (key 1), v4–v10. v4 is the first version that carries RecordBatch v2 fields
+/// Fetch (key 1), v4–v11. v4 is the first version that carries RecordBatch v2 fields
 /// (last stable offset, aborted transactions); v7 adds fetch sessions, which EventFlow
-/// answers with session id 0 (no session: every request is a full fetch).
+/// answers with session id 0 (no session: every request is a full fetch); v11 adds the
+/// consumer's rack and the preferred read replica (always -1: one broker serves every read).
 public struct FetchRequest: KafkaRequestMessage {
     public typealias Response = FetchResponse
     public static let apiKey = APIKey.fetch
@@ -59,10 +60,12 @@ public struct FetchRequest: KafkaRequestMessage {
     public var topics: [Topic]
     /// v7+.
     public var forgottenTopicsData: [ForgottenTopic]
+    /// v11+: the consumer's rack (informational for EventFlow).
+    public var rackId: String
 
     public init(replicaId: Int32 = -1, maxWaitMs: Int32, minBytes: Int32, maxBytes: Int32 = .max,
                 isolationLevel: Int8 = 0, sessionId: Int32 = 0, sessionEpoch: Int32 = -1,
-                topics: [Topic], forgottenTopicsData: [ForgottenTopic] = []) {
+                topics: [Topic], forgottenTopicsData: [ForgottenTopic] = [], rackId: String = "") {
         self.replicaId = replicaId
         self.maxWaitMs = maxWaitMs
         self.minBytes = minBytes
@@ -72,6 +75,7 @@ public struct FetchRequest: KafkaRequestMessage {
         self.sessionEpoch = sessionEpoch
         self.topics = topics
         self.forgottenTopicsData = forgottenTopicsData
+        self.rackId = rackId
     }
 
     public func encode(into buffer: inout ByteBuffer, version: Int16) {
@@ -100,6 +104,7 @@ public struct FetchRequest: KafkaRequestMessage {
                 buffer.writeKafkaInt32Array(forgotten.partitions)
             }
         }
+        if version >= 11 { buffer.writeKafkaString(rackId) }
     }
 
     public static func decode(from buffer: inout ByteBuffer, version: Int16) throws -> Self {
@@ -136,6 +141,7 @@ public struct FetchRequest: KafkaRequestMessage {
                                partitions: try buffer.readKafkaInt32Array("FetchRequest.forgottenTopicsData[].partitions"))
             }
         }
+        if version >= 11 { request.rackId = try buffer.readKafkaString("FetchRequest.rackId") }
         return request
     }
 }
@@ -163,18 +169,22 @@ public struct FetchResponse: KafkaResponseMessage {
         public var logStartOffset: Int64
         /// Null or empty for EventFlow (no transactions).
         public var abortedTransactions: [AbortedTransaction]?
+        /// v11+: the replica the consumer should read from instead; -1 = this broker.
+        public var preferredReadReplica: Int32
         /// Stored record batches, sent as stored (slices; concatenated batches).
         public var records: ByteBuffer?
 
         public init(partitionIndex: Int32, errorCode: ErrorCode = .noError, highWatermark: Int64,
                     lastStableOffset: Int64 = -1, logStartOffset: Int64 = -1,
-                    abortedTransactions: [AbortedTransaction]? = nil, records: ByteBuffer?) {
+                    abortedTransactions: [AbortedTransaction]? = nil, preferredReadReplica: Int32 = -1,
+                    records: ByteBuffer?) {
             self.partitionIndex = partitionIndex
             self.errorCode = errorCode
             self.highWatermark = highWatermark
             self.lastStableOffset = lastStableOffset
             self.logStartOffset = logStartOffset
             self.abortedTransactions = abortedTransactions
+            self.preferredReadReplica = preferredReadReplica
             self.records = records
         }
     }
@@ -221,6 +231,7 @@ public struct FetchResponse: KafkaResponseMessage {
                     buffer.writeInteger(aborted.producerId)
                     buffer.writeInteger(aborted.firstOffset)
                 }
+                if version >= 11 { buffer.writeInteger(partition.preferredReadReplica) }
                 buffer.writeKafkaNullableBytes(partition.records)
             }
         }
@@ -250,6 +261,9 @@ public struct FetchResponse: KafkaResponseMessage {
                           AbortedTransaction(
                               producerId: try buffer.readKafkaInt64("FetchResponse.responses[].partitions[].abortedTransactions[].producerId"),
                               firstOffset: try buffer.readKafkaInt64("FetchResponse.responses[].partitions[].abortedTransactions[].firstOffset"))
+                      }
+                      if version >= 11 {
+                          partition.preferredReadReplica = try buffer.readKafkaInt32("FetchResponse.responses[].partitions[].preferredReadReplica")
                       }
                       partition.records = try buffer.readKafkaNullableBytes("FetchResponse.responses[].partitions[].records")
                       return partition

@@ -1,6 +1,7 @@
 import NIOCore
 
-/// ListOffsets (key 2), v0–v4: the offset for a timestamp, or the earliest (-2) / latest (-1).
+/// ListOffsets (key 2), v0–v5: the offset for a timestamp, or the earliest (-2) / latest (-1).
+/// v5 changes no field (it lets the broker answer OFFSET_NOT_AVAILABLE); EventFlow serves v1–v5.
 public struct ListOffsetsRequest: KafkaRequestMessage {
     public typealias Response = ListOffsetsResponse
     public static let apiKey = APIKey.listOffsets

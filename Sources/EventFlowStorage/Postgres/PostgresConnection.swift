@@ -42,6 +42,44 @@ public struct Row: Sendable {
     public subscript(_ index: Int) -> String? { values[index] }
 }
 
+/// One row of a binary-format result (see `PostgresConnection.queryBinary`).
+/// Valid only inside the `queryBinary` call that handed it out (it points into libpq's result).
+public struct BinaryRow {
+    fileprivate let result: OpaquePointer
+    fileprivate let row: Int32
+
+    fileprivate init(result: OpaquePointer, row: Int32) {
+        self.result = result
+        self.row = row
+    }
+
+    public func isNull(_ column: Int) -> Bool { PQgetisnull(result, row, Int32(column)) == 1 }
+
+    /// The column's bytes (empty for NULL).
+    public func withBytes<T>(_ column: Int, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        let length = Int(PQgetlength(result, row, Int32(column)))
+        guard length > 0, let value = PQgetvalue(result, row, Int32(column)) else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return try body(UnsafeRawBufferPointer(start: value, count: length))
+    }
+
+    public func byteCount(_ column: Int) -> Int { Int(PQgetlength(result, row, Int32(column))) }
+
+    /// An `int8` column (0 for NULL or a wrong width).
+    public func int64(_ column: Int) -> Int64 {
+        withBytes(column) { bytes in
+            guard bytes.count == 8 else { return 0 }
+            return Int64(bigEndian: bytes.loadUnaligned(as: Int64.self))
+        }
+    }
+
+    /// A `timestamp` column as unix milliseconds (binary timestamps are microseconds since 2000-01-01).
+    public func timestampMilliseconds(_ column: Int) -> Int64 {
+        let microseconds = int64(column)
+        let milliseconds = microseconds / 1000 - (microseconds % 1000 < 0 ? 1 : 0)
+        return milliseconds + 946_684_800_000
+    }
+}
+
 /// A libpq connection. Not thread-safe: one owner at a time (a task or a dedicated thread).
 ///
 /// Control-plane statements use text parameters and text results; the ingest path uses
@@ -142,6 +180,25 @@ public final class PostgresConnection {
             return rows
         default:
             throw error(from: result, connection: connection)
+        }
+    }
+
+    /// Runs one statement with binary results and hands each row to `body` without copying
+    /// (the row is valid only inside the call). For bulk reads: `bytea` arrives as its bytes,
+    /// not as hex text, and integers as their big-endian bytes.
+    public func queryBinary(_ sql: String, _ parameters: [String?] = [], _ body: (BinaryRow) throws -> Void) throws {
+        let connection = try requireConnection()
+        let result = withCStringArray(parameters) { pointers in
+            PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 1)
+        }
+        defer { PQclear(result) }
+        let status = result.map { PQresultStatus($0) } ?? PGRES_FATAL_ERROR
+        guard status == PGRES_TUPLES_OK, let result else {
+            if status == PGRES_COMMAND_OK { return }
+            throw error(from: result, connection: connection)
+        }
+        for row in 0..<PQntuples(result) {
+            try body(BinaryRow(result: result, row: row))
         }
     }
 
