@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what EventFlow needs on a Debian machine, skipping what is already there:
 # the C libraries it links (liblz4, libpq, OpenSSL headers), PostgreSQL for the embedded mode,
-# and the Python packages of the kafka-python cross-checks (with --python).
+# and, with --python, the existing Kafka clients the tests run against the broker: kafka-python
+# and confluent-kafka (librdkafka 2.x) from PyPI, kcat (librdkafka) from Debian.
 set -euo pipefail
 
 packages=(liblz4-dev libpq-dev libssl-dev postgresql lz4 pkg-config xxd)
+if [[ "${1:-}" == "--python" ]]; then packages+=(kcat); fi
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -28,8 +30,8 @@ if ((${#missing[@]})); then
 fi
 
 if [[ "${1:-}" == "--python" ]]; then
-    if ! python3 -c 'import kafka, lz4.frame' 2>/dev/null; then
-        echo "install-deps: installing kafka-python and lz4 from PyPI"
-        python3 -m pip install --quiet kafka-python==3.0.12 lz4
+    if ! python3 -c 'import kafka, lz4.frame, confluent_kafka' 2>/dev/null; then
+        echo "install-deps: installing kafka-python, lz4 and confluent-kafka from PyPI"
+        python3 -m pip install --quiet kafka-python==3.0.12 lz4 'confluent-kafka>=2.3,<3'
     fi
 fi

@@ -238,10 +238,13 @@ import Testing
         // Only the APIs this broker answers are advertised, so clients do not call the others.
         let advertised = Set(ok.apiKeys.map(\.apiKey))
         #expect(advertised == Set([APIKey.apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics,
-                                   .deleteTopics, .initProducerId, .produce, .fetch, .listOffsets].map(\.rawValue)))
+                                   .deleteTopics, .initProducerId, .produce, .fetch, .listOffsets,
+                                   .findCoordinator].map(\.rawValue)))
         // librdkafka uses the v2 record format only when it sees Produce >= 3 and Fetch >= 4.
         #expect(ok.apiKeys.contains { $0.apiKey == APIKey.fetch.rawValue && $0.minVersion == 4 && $0.maxVersion == 11 })
         #expect(ok.apiKeys.contains { $0.apiKey == APIKey.listOffsets.rawValue && $0.minVersion == 1 && $0.maxVersion == 5 })
+        // ... and LZ4 only when FindCoordinator is listed.
+        #expect(ok.apiKeys.contains { $0.apiKey == APIKey.findCoordinator.rawValue && $0.minVersion == 0 })
         #expect(Set(versions.apiKeys.map(\.apiKey)) == advertised)
 
         let good = try await harness.authenticatedConnection()

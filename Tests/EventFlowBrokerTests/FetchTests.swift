@@ -184,6 +184,13 @@ import Testing
         let (_, listed) = try await connection.call(ListOffsetsRequest(topics: [.init(name: "secret", partitions: [.init(partitionIndex: 0, timestamp: -1)])]), version: 5)
         #expect(listed.topics.first?.partitions.first?.errorCode == .unknownTopicOrPartition)
 
+        // FindCoordinator: this broker for groups; transactions are not coordinated here.
+        let (_, coordinator) = try await connection.call(FindCoordinatorRequest(key: "billing"), version: 2)
+        #expect(coordinator.errorCode == .noError)
+        #expect(coordinator.port == Int32(harness.broker.port))
+        let (_, transactions) = try await connection.call(FindCoordinatorRequest(key: "tx", keyType: 1), version: 2)
+        #expect(transactions.errorCode == .coordinatorNotAvailable)
+
         var session = fetchRequest([(0, 0)])
         session.sessionId = 12
         let (_, unknownSession) = try await connection.call(session, version: 11)

@@ -136,11 +136,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Requests
 
-    /// The APIs this broker answers today. The codec knows more (the group APIs); advertising
-    /// them before they are served would make clients call them and be cut off.
+    /// The APIs this broker answers today. The codec knows more (the other group APIs);
+    /// advertising them before they are served would make clients call them and be cut off.
     static let servedAPIs: Set<EventFlowProtocol.APIKey> = [
         .apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics, .deleteTopics,
-        .initProducerId, .produce, .fetch, .listOffsets,
+        .initProducerId, .produce, .fetch, .listOffsets, .findCoordinator,
     ]
 
     static let servedAPIVersions = SupportedAPIVersions.apiVersionsEntries.filter { entry in
@@ -252,6 +252,9 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             response = requests.createTopics(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
         case .deleteTopics(let request):
             response = requests.deleteTopics(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .findCoordinator(let request):
+            response = context.eventLoop.makeSucceededFuture(requests.findCoordinator(request)
+                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
         case .fetch(let request):
             response = requests.fetch(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
         case .listOffsets(let request):

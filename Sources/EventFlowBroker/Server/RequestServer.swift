@@ -161,6 +161,17 @@ struct RequestServer {
 
     // MARK: Consumers
 
+    /// This broker coordinates every group. Served ahead of the group APIs because librdkafka
+    /// enables LZ4 only for brokers that list FindCoordinator (its proxy for Kafka >= 0.8.2).
+    func findCoordinator(_ request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+        guard request.keyType == 0 else {
+            return FindCoordinatorResponse(errorCode: .coordinatorNotAvailable, errorMessage: "EventFlow has no transactions",
+                                           nodeId: -1, host: "", port: -1)
+        }
+        let advertised = services.advertised.withLockedValue { $0 }
+        return FindCoordinatorResponse(nodeId: nodeID, host: advertised.host, port: advertised.port)
+    }
+
     func fetch(_ request: FetchRequest) -> EventLoopFuture<FetchResponse> {
         // Fetch sessions are not kept: sessionId 0 (a full fetch every time) is the only one.
         if request.sessionId != 0 || request.sessionEpoch > 0 {

@@ -1,0 +1,101 @@
+@testable import EventFlowBroker
+import EventFlowClient
+import EventFlowProtocol
+@testable import EventFlowStorage
+import EventFlowTestSupport
+import Foundation
+import Logging
+import NIOCore
+import Testing
+
+/// Existing Kafka clients against the broker over TLS + SASL PLAIN (scripts/kafka-clients.py):
+/// confluent-kafka (librdkafka 2.x) and kafka-python produce idempotently with LZ4 and consume
+/// everything back from the beginning (assign mode, no group); and they read what EventFlow's
+/// own Swift producer wrote.
+@Suite struct KafkaClientsTests {
+    static let clients = ["confluent", "kafka-python"]
+
+    struct ClientRecord: Decodable, Hashable {
+        var partition: Int32
+        var offset: Int64
+        var key: String?
+        var value: String?
+        var headers: [[String?]]
+    }
+
+    /// Runs the script for `client` against the harness's broker and returns its JSON lines.
+    static func run(_ client: String, _ command: String, _ harness: BrokerHarness, topic: String = "orders",
+                    count: Int = 0) async throws -> [String] {
+        let probe = try Program.run("/usr/bin/env", ["python3", "-c", "import confluent_kafka, kafka, lz4"])
+        try #require(probe.exitCode == 0, "the Kafka clients are needed: scripts/install-deps.sh --python (\(probe.output))")
+        let script = KafkaPythonTests.packageRoot.appendingPathComponent("scripts/kafka-clients.py").path
+        let arguments = ["python3", script, client, command, "localhost:\(harness.broker.port)", harness.certificates.certificateAuthority,
+                         harness.key.key.id.uuidString, harness.key.secret, topic, String(count)]
+        // The clients block while they run; keep them off the concurrency pool's threads.
+        let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ProgramResult, any Error>) in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try Program.run("/usr/bin/env", arguments) })
+            }
+        }
+        try #require(result.exitCode == 0, "\(client) \(command) failed: \(result.output)")
+        return result.output.split(separator: "\n").map(String.init).filter { $0.hasPrefix("{") }
+    }
+
+    static func hex(_ buffer: ByteBuffer?) -> String? {
+        buffer.map { $0.readableBytesView.map { String(format: "%02x", $0) }.joined() }
+    }
+
+    @Test(arguments: clients)
+    func anExistingClientProducesIdempotentlyWithLZ4AndReadsEverythingBack(client: String) async throws {
+        let harness = try await BrokerHarness.start(partitions: 3)
+        let lines = try await Self.run(client, "roundtrip", harness, count: 300)
+        struct Summary: Decodable { var acked: Int; var consumed: Int; var partitions: [Int32] }
+        let summary = try JSONDecoder().decode(Summary.self, from: Data(try #require(lines.last).utf8))
+        #expect(summary.acked == 300)
+        #expect(summary.consumed == 300)
+        #expect(summary.partitions == [0, 1, 2])
+
+        // What they wrote is stored as they sent it: batches of an idempotent producer, LZ4 where
+        // it made them smaller (librdkafka sends a batch uncompressed when LZ4 would not shrink it).
+        let db = try harness.database()
+        defer { db.close() }
+        let rows = try storedRows(db, streamID: harness.stream.id)
+        #expect(rows.allSatisfy { $0.producerID >= 0 && ($0.codec == 3 || $0.codec == 0) })
+        #expect(rows.contains { $0.codec == 3 })
+        #expect(rows.reduce(0) { $0 + Int($1.recordCount) } == 300)
+        await harness.broker.shutdown()
+    }
+
+    @Test(arguments: clients)
+    func anExistingClientReadsWhatTheSwiftProducerWrote(client: String) async throws {
+        let harness = try await BrokerHarness.start(partitions: 2)
+        var configuration = ProducerConfiguration(
+            brokers: [BrokerAddress(host: "localhost", port: harness.broker.port)],
+            credentials: APIKeyCredentials(keyID: harness.key.key.id.uuidString, secret: harness.key.secret),
+            security: .tls(caFilePath: harness.certificates.certificateAuthority))
+        configuration.lingerMilliseconds = 2
+        let producer = try EventFlowProducer(configuration: configuration, logger: Logger(label: "test.producer"))
+        let running = Task { try await producer.run() }
+        var sent: [ClientRecord] = []
+        for index in 0..<120 {
+            let message = ProducerMessage(stream: "orders", key: ByteBuffer(string: "k\(index % 7)"),
+                                          value: ByteBuffer(string: "{\"swift\":\(index)}"),
+                                          headers: [RecordHeader(key: "n", value: ByteBuffer(string: "\(index)"))])
+            let (partition, offset) = try await producer.sendAndAwait(message)
+            sent.append(ClientRecord(partition: partition, offset: try #require(offset), key: Self.hex(message.key),
+                                     value: Self.hex(message.value), headers: [["n", Self.hex(message.headers[0].value)]]))
+        }
+        await producer.shutdown()
+        try await running.value
+
+        let lines = try await Self.run(client, "consume", harness)
+        let received = try lines.map { try JSONDecoder().decode(ClientRecord.self, from: Data($0.utf8)) }
+        #expect(Set(received) == Set(sent))
+        #expect(received.count == sent.count)
+        for partition: Int32 in [0, 1] {
+            let offsets = received.filter { $0.partition == partition }.map(\.offset)
+            #expect(offsets == Array(0..<Int64(offsets.count)), "partition \(partition) in offset order")
+        }
+        await harness.broker.shutdown()
+    }
+}
