@@ -31,7 +31,8 @@ struct ConnectionSettings: Sendable {
         clientID = configuration.clientID
         // A parked fetch is answered after up to maxWait: only a request outliving that is late.
         requestTimeoutMilliseconds = configuration.requestTimeoutMilliseconds + configuration.fetchMaxWaitMilliseconds
-        inflightRequestsMax = 2
+        // The fetch loop sends one request at a time: a partition's next offset comes with its answer.
+        inflightRequestsMax = 1
         frameBytesMax = configuration.frameBytesMax
         connectTimeoutMilliseconds = configuration.connectTimeoutMilliseconds
     }

@@ -157,6 +157,7 @@ struct FetchPipeline: Sendable {
     private(set) var partitions: [StreamPartition: PartitionState] = [:]
     /// Fetched bytes not yet released by the iterator.
     private(set) var bufferedBytes = 0
+    /// Bounded by `prefetchBytesMax` (every `.batches` entry holds fetched bytes) plus one failure or end.
     private var deliveries = CircularBuffer<Delivery>(initialCapacity: 16)
     private(set) var failure: ConsumerError?
     private var endDelivered = false

@@ -1,4 +1,4 @@
-@testable import EventFlowClient
+@_spi(Benchmarks) @testable import EventFlowClient
 import EventFlowProtocol
 import Logging
 import NIOCore
@@ -269,6 +269,20 @@ struct ConsumerTests {
         #expect(total == 400)
         let logBytes = broker.withState { $0.logs[StreamPartition(stream: "orders", partition: 0)]?.batches.reduce(0) { $0 + $1.bytes.readableBytes } }
         #expect(broker.fetchAnswers.reduce(0) { $0 + $1.recordBytes } == logBytes)
+    }
+
+    @Test func skippingCountsEveryRecordWithoutMakingMessages() async throws {
+        let broker = try await FakeBroker(streams: ["orders": 1])
+        defer { Task { await broker.close() } }
+        for batch in 0 ..< 3 {
+            try broker.append(stream: "orders", partition: 0, compression: batch == 1 ? .lz4() : .none,
+                              records: (0 ..< 100).map { (nil, "v\($0)", 1_000) })
+        }
+        let counts = try await withConsumer(configuration(port: broker.port, .partitions([("orders", 0, .offset(50))]))) { consumer in
+            var iterator = consumer.messages.makeAsyncIterator()
+            return [try await iterator.skip(upTo: 100), try await iterator.skip(upTo: 1_000), try await iterator.skip(upTo: 1_000)]
+        }
+        #expect(counts == [100, 150, 0])
     }
 
     @Test func readsWhatTheProducerProduced() async throws {
