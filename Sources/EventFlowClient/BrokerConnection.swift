@@ -5,6 +5,39 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 
+/// What a connection needs from the producer's or the consumer's configuration.
+struct ConnectionSettings: Sendable {
+    var credentials: APIKeyCredentials?
+    var security: TransportSecurity
+    var clientID: String
+    var requestTimeoutMilliseconds: Int
+    var inflightRequestsMax: Int
+    var frameBytesMax: Int
+    var connectTimeoutMilliseconds: Int
+
+    init(_ configuration: ProducerConfiguration) {
+        credentials = configuration.credentials
+        security = configuration.security
+        clientID = configuration.clientID
+        requestTimeoutMilliseconds = configuration.requestTimeoutMilliseconds
+        inflightRequestsMax = configuration.inflightRequestsMax
+        frameBytesMax = configuration.frameBytesMax
+        connectTimeoutMilliseconds = configuration.connectTimeoutMilliseconds
+    }
+
+    init(_ configuration: ConsumerConfiguration) {
+        credentials = configuration.credentials
+        security = configuration.security
+        clientID = configuration.clientID
+        // A parked fetch is answered after up to maxWait: only a request outliving that is late.
+        requestTimeoutMilliseconds = configuration.requestTimeoutMilliseconds + configuration.fetchMaxWaitMilliseconds
+        // The fetch loop sends one request at a time: a partition's next offset comes with its answer.
+        inflightRequestsMax = 1
+        frameBytesMax = configuration.frameBytesMax
+        connectTimeoutMilliseconds = configuration.connectTimeoutMilliseconds
+    }
+}
+
 /// A request on its way to the wire; the handler remembers it to match the answer.
 struct OutboundRequest: Sendable {
     var bytes: ByteBuffer
@@ -161,6 +194,13 @@ public final class BrokerConnection: Sendable {
     public static func connect(to address: BrokerAddress, configuration: ProducerConfiguration,
                                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                                logger: Logger) async throws(ProducerError) -> BrokerConnection {
+        try await connect(to: address, settings: ConnectionSettings(configuration), eventLoopGroup: eventLoopGroup,
+                          logger: logger)
+    }
+
+    /// Connects with the settings the producer and the consumer share.
+    static func connect(to address: BrokerAddress, settings configuration: ConnectionSettings,
+                        eventLoopGroup: any EventLoopGroup, logger: Logger) async throws(ProducerError) -> BrokerConnection {
         let channel: any Channel
         do {
             let sslContext: NIOSSLContext?

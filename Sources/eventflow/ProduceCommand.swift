@@ -14,20 +14,7 @@ struct ProduceCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The stream to produce to.")
     var stream: String
 
-    @Option(name: .long, help: "Brokers, host:port[,host:port] (default: $EVENTFLOW_BROKERS or 127.0.0.1:9092).")
-    var brokers: String?
-
-    @Option(name: .long, help: "API key id (default: $EVENTFLOW_API_KEY).")
-    var apiKey: String?
-
-    @Option(name: .long, help: "API key secret (default: $EVENTFLOW_API_SECRET).")
-    var apiSecret: String?
-
-    @Option(name: .long, help: "CA certificate (PEM) to trust (default: $EVENTFLOW_CA; unset: the system's roots).")
-    var ca: String?
-
-    @Flag(name: .long, help: "Connect without TLS.")
-    var plaintext = false
+    @OptionGroup var connection: BrokerConnectionOptions
 
     @Option(name: .long, help: "-1: after commit (default), 1: accepted in memory, 0: no answer.")
     var acks: Int16 = -1
@@ -93,25 +80,10 @@ struct ProduceCommand: AsyncParsableCommand {
     }
 
     func producerConfiguration(environment: [String: String]) throws -> ProducerConfiguration {
-        let brokerList = brokers ?? environment["EVENTFLOW_BROKERS"] ?? "127.0.0.1:9092"
-        guard let addresses = BrokerAddress.parseList(brokerList) else {
-            throw ValidationError("--brokers: expected host:port[,host:port], got '\(brokerList)'")
-        }
-        let keyID = apiKey ?? environment["EVENTFLOW_API_KEY"]
-        let secret = apiSecret ?? environment["EVENTFLOW_API_SECRET"]
-        let credentials: APIKeyCredentials?
-        switch (keyID, secret) {
-        case let (keyID?, secret?): credentials = APIKeyCredentials(keyID: keyID, secret: secret)
-        case (nil, nil): credentials = nil
-        default: throw ValidationError("give both --api-key and --api-secret (or EVENTFLOW_API_KEY and EVENTFLOW_API_SECRET)")
-        }
+        let target = try connection.resolve(environment: environment)
         guard let acks = ProducerAcks(rawValue: acks) else { throw ValidationError("--acks must be -1, 1 or 0") }
-        let caPath = ca ?? environment["EVENTFLOW_CA"]
-        if let caPath, !plaintext, !FileManager.default.isReadableFile(atPath: caPath) {
-            throw ValidationError("--ca: cannot read \(caPath)")
-        }
-        var configuration = ProducerConfiguration(brokers: addresses, credentials: credentials,
-                                                  security: plaintext ? .plaintext : .tls(caFilePath: caPath))
+        var configuration = ProducerConfiguration(brokers: target.brokers, credentials: target.credentials,
+                                                  security: target.security)
         configuration.acks = acks
         configuration.idempotent = acks == .all
         configuration.lingerMilliseconds = lingerMs

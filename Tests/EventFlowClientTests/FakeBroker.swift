@@ -7,7 +7,9 @@ import Synchronization
 /// A broker stand-in on a loopback socket, built from EventFlowProtocol's own messages: it
 /// records every request as decoded from the wire and answers ApiVersions, SASL PLAIN, Metadata,
 /// InitProducerId and Produce (validating each batch's CRC, assigning offsets, deduplicating
-/// idempotent retries by sequence).
+/// idempotent retries by sequence), and the read side: ListOffsets and Fetch over a per-partition
+/// log of batch bytes (produced ones, or appended by a test), with a log start offset and a
+/// parked (delayed) empty answer like the broker's long poll.
 final class FakeBroker: Sendable {
     struct Stored: Sendable {
         var stream: String
@@ -16,8 +18,25 @@ final class FakeBroker: Sendable {
         var batch: RecordBatchView
     }
 
+    /// One partition's log: batches as stored (base offset rewritten), in offset order.
+    struct PartitionLog: Sendable {
+        var batches: [(baseOffset: Int64, lastOffset: Int64, bytes: ByteBuffer)] = []
+        var logStartOffset: Int64 = 0
+        var highWatermark: Int64 = 0
+    }
+
+    /// One Fetch as answered: what was asked and how many record bytes went back.
+    struct FetchAnswer: Sendable {
+        var request: FetchRequest
+        var recordBytes: Int
+    }
+
     struct State: Sendable {
         var streams: [String: Int32]
+        var logs: [StreamPartition: PartitionLog] = [:]
+        var fetchAnswers: [FetchAnswer] = []
+        /// Fetch answers end with the first bytes of the batch that did not fit, as Kafka may send them.
+        var sendsPartialTrailingBatch = false
         var keyID = "key-1"
         var secret = "secret-1"
         var requests: [DecodedRequest] = []
@@ -66,6 +85,137 @@ final class FakeBroker: Sendable {
     var requests: [DecodedRequest] { shared.mutex.withLock { $0.requests } }
     var stored: [Stored] { shared.mutex.withLock { $0.stored } }
 
+    var fetchAnswers: [FetchAnswer] { shared.mutex.withLock { $0.fetchAnswers } }
+
+    var listOffsetsRequests: [ListOffsetsRequest] {
+        requests.compactMap { if case .listOffsets(let request) = $0.body { request } else { nil } }
+    }
+
+    /// Appends a batch (bytes as built, any base offset) to the partition's log at its high watermark;
+    /// the bytes are stored as given, so a test can store a batch whose CRC is wrong. Returns the base offset.
+    @discardableResult
+    func append(stream: String, partition: Int32, batch: ByteBuffer) -> Int64 {
+        withState { state in Self.appendToLog(batch, key: StreamPartition(stream: stream, partition: partition), state: &state) }
+    }
+
+    /// Builds a batch of `records` (key, value, timestamp) and appends it; returns its base offset.
+    @discardableResult
+    func append(stream: String, partition: Int32, compression: RecordBatchBuilder.Compression = .none,
+                records: [(key: String?, value: String, timestamp: Int64)], headers: [RecordHeader] = []) throws -> Int64 {
+        append(stream: stream, partition: partition, batch: try Self.batch(records, compression: compression, headers: headers))
+    }
+
+    static func batch(_ records: [(key: String?, value: String, timestamp: Int64)], compression: RecordBatchBuilder.Compression = .none,
+                      headers: [RecordHeader] = []) throws -> ByteBuffer {
+        var builder = RecordBatchBuilder(configuration: .init(compression: compression))
+        for record in records {
+            builder.append(timestamp: record.timestamp, key: record.key.map { ByteBuffer(string: $0) },
+                           value: ByteBuffer(string: record.value), headers: headers)
+        }
+        var bytes = ByteBuffer()
+        try builder.build(into: &bytes)
+        return bytes
+    }
+
+    /// Moves the partition's log start offset (as retention would): earlier offsets are out of range.
+    func setLogStartOffset(stream: String, partition: Int32, _ offset: Int64) {
+        withState { $0.logs[StreamPartition(stream: stream, partition: partition), default: PartitionLog()].logStartOffset = offset }
+    }
+
+    private static func appendToLog(_ batch: ByteBuffer, key: StreamPartition, state: inout State) -> Int64 {
+        var log = state.logs[key, default: PartitionLog()]
+        var bytes = batch
+        let baseOffset = log.highWatermark
+        bytes.setInteger(baseOffset, at: bytes.readerIndex + RecordBatchHeader.baseOffsetIndex)
+        let lastOffsetDelta = bytes.getInteger(at: bytes.readerIndex + RecordBatchHeader.lastOffsetDeltaIndex, as: Int32.self) ?? 0
+        log.batches.append((baseOffset, baseOffset + Int64(lastOffsetDelta), bytes))
+        log.highWatermark = baseOffset + Int64(lastOffsetDelta) + 1
+        state.logs[key] = log
+        return baseOffset
+    }
+
+    /// Whether a Fetch would find records now (otherwise the broker parks it for maxWaitMs).
+    static func hasRecords(for fetch: FetchRequest, state: State) -> Bool {
+        fetch.topics.contains { topic in
+            topic.partitions.contains { partition in
+                let log = state.logs[StreamPartition(stream: topic.topic, partition: partition.partition)]
+                return partition.fetchOffset < (log?.highWatermark ?? 0)
+            }
+        }
+    }
+
+    private static func answerFetch(_ fetch: FetchRequest, state: inout State) -> FetchResponse {
+        var remaining = Int(fetch.maxBytes)
+        var recordBytes = 0
+        let topics = fetch.topics.map { topic in
+            FetchResponse.Topic(topic: topic.topic, partitions: topic.partitions.map { request in
+                let key = StreamPartition(stream: topic.topic, partition: request.partition)
+                guard let count = state.streams[topic.topic], request.partition < count else {
+                    return .init(partitionIndex: request.partition, errorCode: .unknownTopicOrPartition, highWatermark: -1, records: nil)
+                }
+                let log = state.logs[key] ?? PartitionLog()
+                guard request.fetchOffset >= log.logStartOffset, request.fetchOffset <= log.highWatermark else {
+                    return .init(partitionIndex: request.partition, errorCode: .offsetOutOfRange, highWatermark: log.highWatermark,
+                                 lastStableOffset: log.highWatermark, logStartOffset: log.logStartOffset, records: nil)
+                }
+                var records = ByteBuffer()
+                // From the batch holding fetchOffset; the first batch of the answer always goes whole.
+                for batch in log.batches where batch.lastOffset >= request.fetchOffset {
+                    let size = batch.bytes.readableBytes
+                    let fits = records.readableBytes + size <= Int(request.partitionMaxBytes) && size <= remaining
+                    if !fits && (records.readableBytes > 0 || recordBytes > 0) {
+                        if state.sendsPartialTrailingBatch, records.readableBytes > 0 {
+                            let room = min(remaining, Int(request.partitionMaxBytes) - records.readableBytes)
+                            if room > 0, let part = batch.bytes.getSlice(at: batch.bytes.readerIndex, length: min(room, size - 1)) {
+                                records.writeImmutableBuffer(part)
+                                remaining -= part.readableBytes
+                            }
+                        }
+                        break
+                    }
+                    records.writeImmutableBuffer(batch.bytes)
+                    remaining -= size
+                }
+                recordBytes += records.readableBytes
+                return .init(partitionIndex: request.partition, highWatermark: log.highWatermark, lastStableOffset: log.highWatermark,
+                             logStartOffset: log.logStartOffset, records: records)
+            })
+        }
+        state.fetchAnswers.append(FetchAnswer(request: fetch, recordBytes: recordBytes))
+        return FetchResponse(responses: topics)
+    }
+
+    private static func answerListOffsets(_ request: ListOffsetsRequest, version: Int16, state: State) -> ListOffsetsResponse {
+        ListOffsetsResponse(topics: request.topics.map { topic in
+            .init(name: topic.name, partitions: topic.partitions.map { partition in
+                guard let count = state.streams[topic.name], partition.partitionIndex < count else {
+                    return .init(partitionIndex: partition.partitionIndex, errorCode: .unknownTopicOrPartition)
+                }
+                let log = state.logs[StreamPartition(stream: topic.name, partition: partition.partitionIndex)] ?? PartitionLog()
+                let offset: Int64 = switch partition.timestamp {
+                case ListOffsetsRequest.latestTimestamp: log.highWatermark
+                case ListOffsetsRequest.earliestTimestamp: log.logStartOffset
+                default: firstOffset(atOrAfter: partition.timestamp, in: log)
+                }
+                return version == 0
+                    ? .init(partitionIndex: partition.partitionIndex, oldStyleOffsets: offset >= 0 ? [offset] : [])
+                    : .init(partitionIndex: partition.partitionIndex, timestamp: -1, offset: offset)
+            })
+        })
+    }
+
+    /// The first record at or after `timestamp`, read from the stored records; -1 when none is.
+    private static func firstOffset(atOrAfter timestamp: Int64, in log: PartitionLog) -> Int64 {
+        for batch in log.batches {
+            guard let view = try? RecordBatchView(validating: batch.bytes),
+                  var reader = try? view.records(decompressedBytesMax: 1 << 24) else { continue }
+            while let record = try? reader.next() {
+                if record.offset >= log.logStartOffset && record.timestamp >= timestamp { return record.offset }
+            }
+        }
+        return -1
+    }
+
     var produceRequests: [ProduceRequest] {
         requests.compactMap { if case .produce(let request) = $0.body { request } else { nil } }
     }
@@ -98,6 +248,10 @@ final class FakeBroker: Sendable {
                         .init(partitionIndex: $0, leaderId: 1, replicaNodes: [1], isrNodes: [1])
                     })
                 }))
+        case .fetch(let fetch):
+            return .fetch(answerFetch(fetch, state: &state))
+        case .listOffsets(let listOffsets):
+            return .listOffsets(answerListOffsets(listOffsets, version: request.header.apiVersion, state: state))
         case .initProducerId:
             return .initProducerId(InitProducerIdResponse(producerId: producerId, producerEpoch: 0))
         case .produce(let produce):
@@ -135,6 +289,7 @@ final class FakeBroker: Sendable {
         let offset = state.nextOffsets[key, default: 0]
         state.nextOffsets[key] = offset + Int64(batch.header.recordCount)
         state.stored.append(Stored(stream: stream, partition: data.index, baseOffset: offset, batch: batch))
+        _ = appendToLog(records, key: key, state: &state)
         answer.baseOffset = offset
     }
 }
@@ -152,6 +307,8 @@ private final class FakeBrokerHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     let broker: FakeBroker.Shared
+    /// Answers leave in request order: each waits for the one before (a parked Fetch delays those behind it).
+    private var previousAnswer: EventLoopFuture<Void>?
 
     init(broker: FakeBroker.Shared) {
         self.broker = broker
@@ -163,14 +320,30 @@ private final class FakeBrokerHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
-        let response = broker.mutex.withLock { state -> KafkaResponse? in
+        let park = broker.mutex.withLock { state -> TimeAmount? in
             state.requests.append(request)
-            return FakeBroker.answer(request, state: &state)
+            guard case .fetch(let fetch) = request.body, !FakeBroker.hasRecords(for: fetch, state: state) else { return nil }
+            return .milliseconds(Int64(fetch.maxWaitMs))
         }
-        if let response {
-            context.writeAndFlush(wrapOutboundOut(response.encoded(version: request.header.apiVersion,
-                                                                   correlationId: request.header.correlationId)),
-                                  promise: nil)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
+        let answered = loop.makePromise(of: Void.self)
+        let previous = previousAnswer ?? loop.makeSucceededVoidFuture()
+        previousAnswer = answered.futureResult
+        let shared = broker
+        previous.whenComplete { _ in
+            let answer: @Sendable () -> Void = {
+                let (handler, context) = bound.value
+                _ = handler
+                let response = shared.mutex.withLock { FakeBroker.answer(request, state: &$0) }
+                if let response, context.channel.isActive {
+                    context.writeAndFlush(NIOAny(response.encoded(version: request.header.apiVersion,
+                                                                  correlationId: request.header.correlationId)),
+                                          promise: nil)
+                }
+                answered.succeed()
+            }
+            if let park { loop.scheduleTask(in: park) { answer() } } else { answer() }
         }
     }
 }
