@@ -1,7 +1,9 @@
 @testable import EventFlowBroker
 import EventFlowProtocol
 @testable import EventFlowStorage
+import EventFlowClient
 import EventFlowTestSupport
+import Logging
 import Foundation
 import NIOCore
 import Testing
@@ -222,6 +224,47 @@ import Testing
         let none = try await list(t + 100)
         #expect(none.offset == -1)
         #expect(none.errorCode == .noError)
+        await connection.close()
+        await harness.broker.shutdown()
+    }
+}
+
+/// EventFlow's own consumer against the real broker: from the cache and from PostgreSQL, and
+/// woken by a commit at the tail.
+@Suite struct SwiftConsumerTests {
+    func configuration(_ harness: BrokerHarness, start: ConsumerConfiguration.StartOffset) -> ConsumerConfiguration {
+        ConsumerConfiguration(
+            assignment: .partitions([("orders", 0, start)]),
+            brokers: [BrokerAddress(host: "localhost", port: harness.broker.port)],
+            credentials: APIKeyCredentials(keyID: harness.key.key.id.uuidString, secret: harness.key.secret),
+            security: .tls(caFilePath: harness.certificates.certificateAuthority))
+    }
+
+    @Test(arguments: [FetchService.Configuration(), FetchTests.noCache])
+    func theConsumerReadsEveryRecordFromAnOffsetAndThenWhatIsProducedWhileItWaits(fetch: FetchService.Configuration) async throws {
+        let harness = try await BrokerHarness.start(fetch: fetch)
+        let connection = try await harness.authenticatedConnection()
+        _ = try await FetchTests().produce([try producedBatch(count: 5), try producedBatch(count: 5, compression: .lz4())], on: connection)
+
+        let consumer = try EventFlowConsumer(configuration: configuration(harness, start: .offset(3)), logger: Logger(label: "test.consumer"))
+        let running = Task { try await consumer.run() }
+        var iterator = consumer.messages.makeAsyncIterator()
+        var offsets: [Int64] = []
+        var values: [String] = []
+        for _ in 0..<7 {
+            let message = try #require(try await iterator.next())
+            offsets.append(message.offset)
+            values.append(String(buffer: try #require(message.value)))
+        }
+        #expect(offsets == Array(3..<10))
+        #expect(values == ["{\"event\":3,\"kind\":\"test\"}", "{\"event\":4,\"kind\":\"test\"}"] + (0..<5).map { "{\"event\":\($0),\"kind\":\"test\"}" })
+        // At the tail now: the next record is the one produced after this point.
+        _ = try await FetchTests().produce([try producedBatch(count: 1, timestamp: 1_780_000_000_000)], on: connection)
+        let late = try #require(try await iterator.next())
+        #expect(late.offset == 10)
+        #expect(late.timestampMilliseconds == 1_780_000_000_000)
+        consumer.triggerGracefulShutdown()
+        try await running.value
         await connection.close()
         await harness.broker.shutdown()
     }

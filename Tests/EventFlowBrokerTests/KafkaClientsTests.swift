@@ -98,4 +98,41 @@ import Testing
         }
         await harness.broker.shutdown()
     }
+
+    /// Reads every partition of "orders" from the beginning up to the high watermark as of the start.
+    static func consumeAll(_ harness: BrokerHarness, start: ConsumerConfiguration.StartOffset = .beginning) async throws -> [ConsumerMessage] {
+        var configuration = ConsumerConfiguration(
+            assignment: .streams([("orders", start)]),
+            brokers: [BrokerAddress(host: "localhost", port: harness.broker.port)],
+            credentials: APIKeyCredentials(keyID: harness.key.key.id.uuidString, secret: harness.key.secret),
+            security: .tls(caFilePath: harness.certificates.certificateAuthority))
+        configuration.finishAtHighWatermark = true
+        configuration.autoOffsetReset = .error
+        let consumer = try EventFlowConsumer(configuration: configuration, logger: Logger(label: "test.consumer"))
+        let running = Task { try await consumer.run() }
+        var received: [ConsumerMessage] = []
+        for try await message in consumer.messages { received.append(message) }
+        consumer.triggerGracefulShutdown()
+        try await running.value
+        return received
+    }
+
+    @Test(arguments: clients)
+    func theSwiftConsumerReadsWhatAnExistingClientProduced(client: String) async throws {
+        let harness = try await BrokerHarness.start(partitions: 3)
+        let lines = try await Self.run(client, "produce", harness, count: 250)
+        let acked = try lines.map { try JSONDecoder().decode(ClientRecord.self, from: Data($0.utf8)) }
+        #expect(acked.count == 250)
+        let received = try await Self.consumeAll(harness).map { message in
+            ClientRecord(partition: message.partition, offset: message.offset, key: Self.hex(message.key), value: Self.hex(message.value),
+                         headers: message.headers.map { [$0.key, Self.hex($0.value)] })
+        }
+        #expect(Set(received) == Set(acked))
+        #expect(received.count == acked.count)
+        for partition: Int32 in 0..<3 {
+            let offsets = received.filter { $0.partition == partition }.map(\.offset)
+            #expect(offsets == Array(0..<Int64(offsets.count)), "partition \(partition) in offset order")
+        }
+        await harness.broker.shutdown()
+    }
 }
