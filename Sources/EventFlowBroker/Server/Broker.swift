@@ -58,10 +58,11 @@ public final class Broker: Sendable {
         let fetches = FetchService(configuration: configuration.fetch, databaseURL: databaseURL, batcher: batcher,
                                    timerLoop: group.next(), logger: logger)
         batcher.onFlushCommitted { fetches.committed($0) }
+        let groups = GroupService(configuration: configuration.groups, controlPlane: controlPlane, timerLoop: group.next(), logger: logger)
         let registry = ConnectionRegistry()
         let requestBytes = RequestBytesGate(configuration: .init(bytesMax: configuration.effectiveRequestBytesMax))
         services = BrokerServices(
-            configuration: configuration, batcher: batcher, fetches: fetches, requestBytes: requestBytes, controlPlane: controlPlane,
+            configuration: configuration, batcher: batcher, fetches: fetches, groups: groups, requestBytes: requestBytes, controlPlane: controlPlane,
             streams: StreamDirectory(controlPlane: controlPlane, batcher: batcher), registry: registry,
             advertised: NIOLockedValueBox((configuration.advertisedHost ?? Self.defaultAdvertisedHost(configuration.host), Int32(configuration.port))),
             logger: logger)

@@ -27,6 +27,8 @@ public struct BrokerConfiguration: Sendable {
     public var groupCommit: GroupCommit.Configuration
     /// The read side: tail cache, long-poll and response bounds, catch-up threads.
     public var fetch: FetchService.Configuration
+    /// Consumer groups: session timeout range, initial rebalance delay, bounds.
+    public var groups: GroupCoordinator.Configuration
     /// Request bytes read but not yet handed to (or refused by) the batcher, all connections
     /// together, at which socket reads pause (they resume at half); nil: the batcher's `memoryBytesMax`.
     public var requestBytesMax: Int?
@@ -53,6 +55,7 @@ public struct BrokerConfiguration: Sendable {
         inflightRequestsMax: Int = 64,
         groupCommit: GroupCommit.Configuration = GroupCommit.Configuration(),
         fetch: FetchService.Configuration = FetchService.Configuration(),
+        groups: GroupCoordinator.Configuration = GroupCoordinator.Configuration(),
         requestBytesMax: Int? = nil,
         connectionRequestBytesMax: Int? = nil,
         revocationCheckMilliseconds: Int64 = 500,
@@ -72,6 +75,7 @@ public struct BrokerConfiguration: Sendable {
         self.inflightRequestsMax = inflightRequestsMax
         self.groupCommit = groupCommit
         self.fetch = fetch
+        self.groups = groups
         self.requestBytesMax = requestBytesMax
         self.connectionRequestBytesMax = connectionRequestBytesMax
         self.revocationCheckMilliseconds = revocationCheckMilliseconds

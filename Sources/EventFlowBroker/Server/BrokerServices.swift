@@ -9,6 +9,7 @@ struct BrokerServices: Sendable {
     var configuration: BrokerConfiguration
     var batcher: WriteAheadBatcher
     var fetches: FetchService
+    var groups: GroupService
     var requestBytes: RequestBytesGate
     var controlPlane: ControlPlane
     var streams: StreamDirectory

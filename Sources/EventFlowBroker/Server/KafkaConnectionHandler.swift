@@ -136,11 +136,12 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Requests
 
-    /// The APIs this broker answers today. The codec knows more (the other group APIs);
-    /// advertising them before they are served would make clients call them and be cut off.
+    /// The APIs this broker answers today. Advertising one before it is served would make
+    /// clients call it and be cut off.
     static let servedAPIs: Set<EventFlowProtocol.APIKey> = [
         .apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics, .deleteTopics,
-        .initProducerId, .produce, .fetch, .listOffsets, .findCoordinator,
+        .initProducerId, .produce, .fetch, .listOffsets, .findCoordinator, .joinGroup, .syncGroup, .heartbeat,
+        .leaveGroup, .offsetCommit, .offsetFetch,
     ]
 
     static let servedAPIVersions = SupportedAPIVersions.apiVersionsEntries.filter { entry in
@@ -255,6 +256,22 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         case .findCoordinator(let request):
             response = context.eventLoop.makeSucceededFuture(requests.findCoordinator(request)
                 .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+        case .joinGroup(let request):
+            let clientHost = context.channel.remoteAddress?.ipAddress ?? ""
+            response = requests.joinGroup(request, version: header.apiVersion, clientID: header.clientId, clientHost: clientHost)
+                .map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .syncGroup(let request):
+            response = requests.syncGroup(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .heartbeat(let request):
+            response = context.eventLoop.makeSucceededFuture(requests.heartbeat(request)
+                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+        case .leaveGroup(let request):
+            response = context.eventLoop.makeSucceededFuture(requests.leaveGroup(request)
+                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+        case .offsetCommit(let request):
+            response = requests.offsetCommit(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .offsetFetch(let request):
+            response = requests.offsetFetch(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
         case .fetch(let request):
             response = requests.fetch(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
         case .listOffsets(let request):

@@ -1,0 +1,141 @@
+import EventFlowProtocol
+import EventFlowStorage
+import Foundation
+import NIOCore
+
+/// The group APIs of one connection: membership through the `GroupService`, committed offsets
+/// in PostgreSQL. Group ids are scoped to the key's organization.
+extension RequestServer {
+    private func groupKey(_ groupID: String) -> GroupCoordinator.GroupKey {
+        GroupCoordinator.GroupKey(organizationID: principal.organizationID, groupID: groupID)
+    }
+
+    func joinGroup(_ request: JoinGroupRequest, version: Int16, clientID: String?, clientHost: String) -> EventLoopFuture<JoinGroupResponse> {
+        guard !request.groupId.isEmpty else {
+            return eventLoop.makeSucceededFuture(JoinGroupResponse(errorCode: .invalidGroupId, generationId: -1, protocolName: "",
+                                                                   leader: "", memberId: request.memberId, members: []))
+        }
+        let join = GroupCoordinator.Join(
+            memberID: request.memberId, clientID: clientID ?? "", clientHost: clientHost,
+            sessionTimeoutMilliseconds: request.sessionTimeoutMs,
+            rebalanceTimeoutMilliseconds: version >= 1 ? request.rebalanceTimeoutMs : request.sessionTimeoutMs,
+            protocolType: request.protocolType,
+            protocols: request.protocols.map { .init(name: $0.name, metadata: Array($0.metadata.readableBytesView)) },
+            requiresKnownMemberID: version >= 4)
+        return services.groups.join(groupKey(request.groupId), join, on: eventLoop).map { answer in
+            JoinGroupResponse(errorCode: answer.error, generationId: answer.generation, protocolName: answer.protocolName,
+                              leader: answer.leader, memberId: answer.memberID,
+                              members: answer.members.map { .init(memberId: $0.memberID, metadata: ByteBuffer(bytes: $0.metadata)) })
+        }
+    }
+
+    func syncGroup(_ request: SyncGroupRequest) -> EventLoopFuture<SyncGroupResponse> {
+        var assignments: [String: [UInt8]] = [:]
+        for assignment in request.assignments { assignments[assignment.memberId] = Array(assignment.assignment.readableBytesView) }
+        return services.groups.sync(groupKey(request.groupId), memberID: request.memberId, generation: request.generationId,
+                                    groupInstanceID: nil, assignments: assignments, on: eventLoop).map { code, assignment in
+            SyncGroupResponse(errorCode: code, assignment: ByteBuffer(bytes: assignment))
+        }
+    }
+
+    func heartbeat(_ request: HeartbeatRequest) -> HeartbeatResponse {
+        HeartbeatResponse(errorCode: services.groups.heartbeat(groupKey(request.groupId), memberID: request.memberId,
+                                                              generation: request.generationId, groupInstanceID: nil))
+    }
+
+    func leaveGroup(_ request: LeaveGroupRequest) -> LeaveGroupResponse {
+        let codes = services.groups.leave(groupKey(request.groupId), members: [(request.memberId, nil)])
+        return LeaveGroupResponse(errorCode: codes.first ?? .unknownMemberId)
+    }
+
+    func offsetCommit(_ request: OffsetCommitRequest) -> EventLoopFuture<OffsetCommitResponse> {
+        func everyPartition(_ code: ErrorCode) -> OffsetCommitResponse {
+            OffsetCommitResponse(topics: request.topics.map { topic in
+                .init(name: topic.name, partitions: topic.partitions.map { .init(partitionIndex: $0.partitionIndex, errorCode: code) })
+            })
+        }
+        guard !request.groupId.isEmpty else { return eventLoop.makeSucceededFuture(everyPartition(.invalidGroupId)) }
+        let allowed = services.groups.commitAllowed(groupKey(request.groupId), memberID: request.memberId,
+                                                    generation: request.generationId, groupInstanceID: nil)
+        guard allowed == .noError else { return eventLoop.makeSucceededFuture(everyPartition(allowed)) }
+        let groups = services.groups
+        let eventLoop = eventLoop
+        let logger = logger
+        return services.streams.resolve(Array(Set(request.topics.map(\.name))), organizationID: principal.organizationID, on: eventLoop)
+            .flatMap { streams -> EventLoopFuture<OffsetCommitResponse> in
+                var response = OffsetCommitResponse(topics: [])
+                var commits: [CommittedOffset] = []
+                for topic in request.topics {
+                    let stream = streams[topic.name] ?? nil
+                    var answered = OffsetCommitResponse.Topic(name: topic.name, partitions: [])
+                    for partition in topic.partitions {
+                        let code: ErrorCode
+                        if let stream, (0..<stream.partitions).contains(partition.partitionIndex) {
+                            if (partition.committedMetadata?.utf8.count ?? 0) > GroupOffsets.metadataBytesMax {
+                                code = .offsetMetadataTooLarge
+                            } else if partition.committedOffset < 0 {
+                                code = .invalidRequest
+                            } else {
+                                code = .noError
+                                commits.append(CommittedOffset(streamID: stream.id, partition: partition.partitionIndex,
+                                                               offset: partition.committedOffset, metadata: partition.committedMetadata))
+                            }
+                        } else {
+                            code = .unknownTopicOrPartition
+                        }
+                        answered.partitions.append(.init(partitionIndex: partition.partitionIndex, errorCode: code))
+                    }
+                    response.topics.append(answered)
+                }
+                let answered = response
+                return groups.store(request.groupId, commits, on: eventLoop).map { answered }.recover { error in
+                    logger.error("offset commit failed", metadata: ["group": "\(request.groupId)", "error": "\(error)"])
+                    var failed = answered
+                    for t in failed.topics.indices {
+                        for p in failed.topics[t].partitions.indices where failed.topics[t].partitions[p].errorCode == .noError {
+                            failed.topics[t].partitions[p].errorCode = .coordinatorNotAvailable
+                        }
+                    }
+                    return failed
+                }
+            }
+    }
+
+    func offsetFetch(_ request: OffsetFetchRequest) -> EventLoopFuture<OffsetFetchResponse> {
+        let groups = services.groups
+        let eventLoop = eventLoop
+        let organizationID = principal.organizationID
+        let failed = OffsetFetchResponse(topics: [], errorCode: .coordinatorNotAvailable)
+        guard let topics = request.topics else {
+            // Every partition the group has committed, on every stream it has.
+            return groups.storedGroups(organizationID: organizationID, name: request.groupId, on: eventLoop).flatMap { stored in
+                let streams = stored.first?.streams ?? []
+                return groups.committed(request.groupId, streams: streams.map { ($0.id, nil) }, on: eventLoop).map { committed in
+                    OffsetFetchResponse(topics: streams.map { stream in
+                        .init(name: stream.name, partitions: (committed[stream.id] ?? []).map {
+                            .init(partitionIndex: $0.partition, committedOffset: $0.offset, metadata: $0.metadata ?? "")
+                        })
+                    })
+                }
+            }.recover { _ in failed }
+        }
+        return services.streams.resolve(Array(Set(topics.map(\.name))), organizationID: organizationID, on: eventLoop)
+            .flatMap { streams in
+                let known = topics.compactMap { topic in (streams[topic.name] ?? nil).map { ($0.id, Optional(topic.partitionIndexes)) } }
+                return groups.committed(request.groupId, streams: known, on: eventLoop).map { committed in
+                    OffsetFetchResponse(topics: topics.map { topic in
+                        guard let stream = streams[topic.name] ?? nil else {
+                            return .init(name: topic.name, partitions: topic.partitionIndexes.map {
+                                .init(partitionIndex: $0, committedOffset: -1, metadata: "", errorCode: .unknownTopicOrPartition)
+                            })
+                        }
+                        let byPartition = Dictionary((committed[stream.id] ?? []).map { ($0.partition, $0) }, uniquingKeysWith: { first, _ in first })
+                        return .init(name: topic.name, partitions: topic.partitionIndexes.map { index in
+                            guard let offset = byPartition[index] else { return .init(partitionIndex: index, committedOffset: -1, metadata: "") }
+                            return .init(partitionIndex: index, committedOffset: offset.offset, metadata: offset.metadata ?? "")
+                        })
+                    })
+                }
+            }.recover { _ in failed }
+    }
+}
