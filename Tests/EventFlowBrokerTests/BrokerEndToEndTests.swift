@@ -239,7 +239,8 @@ import Testing
         let advertised = Set(ok.apiKeys.map(\.apiKey))
         #expect(advertised == Set([APIKey.apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics,
                                    .deleteTopics, .initProducerId, .produce, .fetch, .listOffsets,
-                                   .findCoordinator].map(\.rawValue)))
+                                   .findCoordinator, .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit,
+                                   .offsetFetch].map(\.rawValue)))
         // librdkafka uses the v2 record format only when it sees Produce >= 3 and Fetch >= 4.
         #expect(ok.apiKeys.contains { $0.apiKey == APIKey.fetch.rawValue && $0.minVersion == 4 && $0.maxVersion == 11 })
         #expect(ok.apiKeys.contains { $0.apiKey == APIKey.listOffsets.rawValue && $0.minVersion == 1 && $0.maxVersion == 5 })
