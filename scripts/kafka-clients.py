@@ -11,6 +11,9 @@ COMMAND  produce  COUNT records (idempotent, acks=all, LZ4); one JSON line per a
                   to the high watermark at start; one JSON line per record, same fields
          roundtrip produce, then consume, then check that every acknowledged record came back
                   once, equal, at its offset, in offset order per partition; exit 1 otherwise
+         group    join consumer group COUNT... (here: the group id is the 8th argument) with subscribe,
+                  read, commit each record's offset synchronously, stop after IDLE_SECONDS without a
+                  record once assigned, leave; one JSON line per record read
 """
 import json
 import sys
@@ -137,6 +140,57 @@ def kafka_python_consume(config, topic):
     return [r for r in records if r["offset"] < ends[r["partition"]]]
 
 
+IDLE_SECONDS = 5
+
+
+def confluent_group(config, topic, group_id):
+    from confluent_kafka import Consumer
+    consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000})
+    consumer.subscribe([topic])
+    records, last, deadline = [], None, time.time() + TIMEOUT_SECONDS
+    while time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            if last is not None and time.time() - last > IDLE_SECONDS:
+                break
+            if consumer.assignment() and last is None:
+                last = time.time()
+            continue
+        if message.error():
+            raise SystemExit(f"confluent group: {message.error()}")
+        records.append(record_line(message.partition(), message.offset(), message.key(), message.value(), message.headers()))
+        consumer.commit(message=message, asynchronous=False)
+        last = time.time()
+    consumer.close()
+    return records
+
+
+def kafka_python_group(config, topic, group_id):
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+    consumer = KafkaConsumer(topic, **config, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                             session_timeout_ms=10000, heartbeat_interval_ms=1000)
+    records, last, deadline = [], None, time.time() + TIMEOUT_SECONDS
+    while time.time() < deadline:
+        batches = consumer.poll(timeout_ms=500)
+        if not batches:
+            if last is not None and time.time() - last > IDLE_SECONDS:
+                break
+            if consumer.assignment() and last is None:
+                last = time.time()
+            continue
+        for partition, messages in batches.items():
+            for message in messages:
+                records.append(record_line(message.partition, message.offset, message.key, message.value, message.headers))
+                consumer.commit({TopicPartition(topic, message.partition): OffsetAndMetadata(message.offset + 1, "", -1)})
+        last = time.time()
+    consumer.close()
+    return records
+
+
+GROUP_CONSUMERS = {"confluent": confluent_group, "kafka-python": kafka_python_group}
+
 CLIENTS = {
     "confluent": (confluent_config, confluent_produce, confluent_consume),
     "kafka-python": (kafka_python_config, kafka_python_produce, kafka_python_consume),
@@ -161,10 +215,12 @@ def check(acked, consumed):
 
 def main():
     client, command, bootstrap, ca_file, key_id, secret, topic = sys.argv[1:8]
-    count = int(sys.argv[8]) if len(sys.argv) > 8 else 0
+    count = int(sys.argv[8]) if len(sys.argv) > 8 and sys.argv[8].isdigit() else 0
     make_config, produce, consume = CLIENTS[client]
     config = make_config(bootstrap, ca_file, key_id, secret)
-    if command == "produce":
+    if command == "group":
+        lines = GROUP_CONSUMERS[client](config, topic, sys.argv[8])
+    elif command == "produce":
         lines = produce(config, topic, count)
     elif command == "consume":
         lines = consume(config, topic)

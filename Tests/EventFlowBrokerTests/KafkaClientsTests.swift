@@ -25,12 +25,12 @@ import Testing
 
     /// Runs the script for `client` against the harness's broker and returns its JSON lines.
     static func run(_ client: String, _ command: String, _ harness: BrokerHarness, topic: String = "orders",
-                    count: Int = 0) async throws -> [String] {
+                    count: Int = 0, group: String? = nil) async throws -> [String] {
         let probe = try Program.run("/usr/bin/env", ["python3", "-c", "import confluent_kafka, kafka, lz4"])
         try #require(probe.exitCode == 0, "the Kafka clients are needed: scripts/install-deps.sh --python (\(probe.output))")
         let script = KafkaPythonTests.packageRoot.appendingPathComponent("scripts/kafka-clients.py").path
         let arguments = ["python3", script, client, command, "localhost:\(harness.broker.port)", harness.certificates.certificateAuthority,
-                         harness.key.key.id.uuidString, harness.key.secret, topic, String(count)]
+                         harness.key.key.id.uuidString, harness.key.secret, topic, group ?? String(count)]
         // The clients block while they run; keep them off the concurrency pool's threads.
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ProgramResult, any Error>) in
             Thread.detachNewThread {
@@ -133,6 +133,38 @@ import Testing
             let offsets = received.filter { $0.partition == partition }.map(\.offset)
             #expect(offsets == Array(0..<Int64(offsets.count)), "partition \(partition) in offset order")
         }
+        await harness.broker.shutdown()
+    }
+
+    @Test func confluentKafkaAndKafkaPythonShareOneGroupAndCommitWhatTheyRead() async throws {
+        let harness = try await BrokerHarness.start(partitions: 6)
+        let acked = try await Self.run("confluent", "produce", harness, count: 300)
+            .map { try JSONDecoder().decode(ClientRecord.self, from: Data($0.utf8)) }
+        try #require(acked.count == 300)
+        // Both join the same group at once; each reads what it is assigned and commits every record.
+        async let first = Self.run("confluent", "group", harness, group: "billing")
+        async let second = Self.run("kafka-python", "group", harness, group: "billing")
+        let read = try await (first + second).map { try JSONDecoder().decode(ClientRecord.self, from: Data($0.utf8)) }
+        #expect(Set(read) == Set(acked), "every record read by one of the two")
+        // A rebalance may hand a partition over before its last record's commit: at most one
+        // record per partition is read twice; nothing committed is read again.
+        #expect(read.count - Set(read).count <= 6)
+
+        let db = try harness.database()
+        defer { db.close() }
+        let committed = try GroupOffsets.committed(db, group: "billing", streamID: harness.stream.id)
+        var highWatermarks: [Int32: Int64] = [:]
+        for record in acked { highWatermarks[record.partition] = max(highWatermarks[record.partition] ?? 0, record.offset + 1) }
+        #expect(Dictionary(uniqueKeysWithValues: committed.map { ($0.partition, $0.offset) }) == highWatermarks)
+        // The seed's rows: one consumer_groups row for (stream, group), its last processed event id.
+        let rows = try db.query("""
+            SELECT o.last_event_id FROM consumer_groups g JOIN consumer_offsets o ON o.consumer_group_id = g.id
+            WHERE g.stream_id = $1 AND g.name = 'billing'
+            """, [harness.stream.id.uuidString])
+        #expect(rows.count == 1)
+        let lastEvent = try #require(rows.first?["last_event_id"].flatMap(UUID.init(uuidString:)))
+        let candidates = highWatermarks.map { EventID.derive(streamID: harness.stream.id, partition: $0.key, offset: $0.value - 1) }
+        #expect(candidates.contains(lastEvent))
         await harness.broker.shutdown()
     }
 }
