@@ -13,7 +13,8 @@ import re
 import sys
 
 import kafka
-from kafka.protocol.admin import CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse
+from kafka.protocol.admin import (CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+                                  DescribeGroupsRequest, DescribeGroupsResponse, ListGroupsRequest, ListGroupsResponse)
 from kafka.protocol.consumer import (FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse,
                                      JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
                                      ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest,
@@ -139,28 +140,34 @@ def apis():
          lambda v: dict(key="billing-consumers", key_type=0),
          lambda v: dict(throttle_time_ms=0, error_code=0, error_message=None, node_id=1, host="127.0.0.1",
                         port=9092)),
-        ("join_group", JoinGroupRequest, JoinGroupResponse, range(0, 5),
+        ("join_group", JoinGroupRequest, JoinGroupResponse, range(0, 6),
          lambda v: dict(group_id="billing-consumers", session_timeout_ms=10000, rebalance_timeout_ms=300000,
-                        member_id="", protocol_type="consumer",
+                        member_id="", group_instance_id="billing-1", protocol_type="consumer",
                         protocols=[dict(name="range", metadata=b"\x00\x00\x00\x00\x00\x01\x00\x06orders\xff\xff\xff\xff")]),
          lambda v: dict(throttle_time_ms=0, error_code=0, generation_id=3, protocol_name="range",
                         leader="member-1", member_id="member-1",
-                        members=[dict(member_id="member-1", metadata=b"\x00\x00\x00\x00\x00\x01\x00\x06orders\xff\xff\xff\xff"),
-                                 dict(member_id="member-2", metadata=b"")])),
-        ("sync_group", SyncGroupRequest, SyncGroupResponse, range(0, 3),
-         lambda v: dict(group_id="billing-consumers", generation_id=3, member_id="member-1",
+                        members=[dict(member_id="member-1", group_instance_id="billing-1",
+                                      metadata=b"\x00\x00\x00\x00\x00\x01\x00\x06orders\xff\xff\xff\xff"),
+                                 dict(member_id="member-2", group_instance_id=None, metadata=b"")])),
+        ("sync_group", SyncGroupRequest, SyncGroupResponse, range(0, 4),
+         lambda v: dict(group_id="billing-consumers", generation_id=3, member_id="member-1", group_instance_id="billing-1",
                         assignments=[dict(member_id="member-1", assignment=b"\x00\x00\x00\x00\x00\x01\x00\x06orders\x00\x00\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff")]),
          lambda v: dict(throttle_time_ms=0, error_code=0,
                         assignment=b"\x00\x00\x00\x00\x00\x01\x00\x06orders\x00\x00\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff")),
-        ("heartbeat", HeartbeatRequest, HeartbeatResponse, range(0, 3),
-         lambda v: dict(group_id="billing-consumers", generation_id=3, member_id="member-1"),
+        ("heartbeat", HeartbeatRequest, HeartbeatResponse, range(0, 4),
+         lambda v: dict(group_id="billing-consumers", generation_id=3, member_id="member-1", group_instance_id=None),
          lambda v: dict(throttle_time_ms=0, error_code=27)),
-        ("leave_group", LeaveGroupRequest, LeaveGroupResponse, range(0, 3),
-         lambda v: dict(group_id="billing-consumers", member_id="member-1"),
-         lambda v: dict(throttle_time_ms=0, error_code=0)),
-        ("offset_commit", OffsetCommitRequest, OffsetCommitResponse, range(2, 7),
+        # v3 names a batch of members (an admin removing a static member sends an empty member id).
+        ("leave_group", LeaveGroupRequest, LeaveGroupResponse, range(0, 4),
+         lambda v: dict(group_id="billing-consumers", member_id="member-1",
+                        members=[dict(member_id="member-1", group_instance_id=None),
+                                 dict(member_id="", group_instance_id="billing-2")]),
+         lambda v: dict(throttle_time_ms=0, error_code=0,
+                        members=[dict(member_id="member-1", group_instance_id=None, error_code=0),
+                                 dict(member_id="", group_instance_id="billing-2", error_code=25)])),
+        ("offset_commit", OffsetCommitRequest, OffsetCommitResponse, range(2, 8),
          lambda v: dict(group_id="billing-consumers", generation_id_or_member_epoch=3, member_id="member-1",
-                        retention_time_ms=-1,
+                        group_instance_id="billing-1", retention_time_ms=-1,
                         topics=[dict(name="orders", partitions=[
                             dict(partition_index=0, committed_offset=1010, committed_leader_epoch=-1,
                                  committed_metadata=None),
@@ -176,6 +183,25 @@ def apis():
                                  metadata="", error_code=0),
                             dict(partition_index=1, committed_offset=-1, committed_leader_epoch=-1,
                                  metadata=None, error_code=0)])])),
+        ("list_groups", ListGroupsRequest, ListGroupsResponse, range(0, 3),
+         lambda v: {},
+         lambda v: dict(throttle_time_ms=0, error_code=0,
+                        groups=[dict(group_id="billing-consumers", protocol_type="consumer"),
+                                dict(group_id="offsets-only", protocol_type="")])),
+        ("describe_groups", DescribeGroupsRequest, DescribeGroupsResponse, range(0, 5),
+         lambda v: dict(groups=["billing-consumers", "missing"], include_authorized_operations=True),
+         lambda v: dict(throttle_time_ms=0, groups=[
+                            dict(error_code=0, group_id="billing-consumers", group_state="Stable",
+                                 protocol_type="consumer", protocol_data="range",
+                                 members=[dict(member_id="member-1", group_instance_id="billing-1",
+                                               client_id="rdkafka", client_host="/10.0.0.7",
+                                               member_metadata=b"\x00\x00\x00\x00\x00\x01\x00\x06orders\xff\xff\xff\xff",
+                                               member_assignment=b"\x00\x00\x00\x00\x00\x01\x00\x06orders\x00\x00\x00\x01\x00\x00\x00\x00\xff\xff\xff\xff")],
+                                 # kafka-python takes the bit field as a set of ACL operation codes:
+                                 # READ (3), DELETE (6), DESCRIBE (8) = 0x148; None = INT32_MIN (not requested).
+                                 authorized_operations={3, 6, 8}),
+                            dict(error_code=69, group_id="missing", group_state="Dead", protocol_type="",
+                                 protocol_data="", members=[], authorized_operations=None)])),
     ]
 
 

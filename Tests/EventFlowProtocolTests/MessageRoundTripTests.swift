@@ -86,15 +86,17 @@ import Testing
                                 forgottenTopicsData: [.init(topic: "old", partitions: [1, 2])])),
             .findCoordinator(FindCoordinatorRequest(key: "group", keyType: 0)),
             .joinGroup(JoinGroupRequest(groupId: "g", sessionTimeoutMs: 10000, rebalanceTimeoutMs: 30000, memberId: "",
-                                        protocolType: "consumer",
+                                        groupInstanceId: "i-1", protocolType: "consumer",
                                         protocols: [.init(name: "range", metadata: ByteBuffer(bytes: [0, 1]))])),
-            .syncGroup(SyncGroupRequest(groupId: "g", generationId: 1, memberId: "m",
+            .syncGroup(SyncGroupRequest(groupId: "g", generationId: 1, memberId: "m", groupInstanceId: "i-1",
                                         assignments: [.init(memberId: "m", assignment: ByteBuffer(bytes: [9]))])),
-            .heartbeat(HeartbeatRequest(groupId: "g", generationId: 1, memberId: "m")),
+            .heartbeat(HeartbeatRequest(groupId: "g", generationId: 1, memberId: "m", groupInstanceId: "i-1")),
             .leaveGroup(LeaveGroupRequest(groupId: "g", memberId: "m")),
-            .offsetCommit(OffsetCommitRequest(groupId: "g", generationId: 1, memberId: "m", topics: [
+            .offsetCommit(OffsetCommitRequest(groupId: "g", generationId: 1, memberId: "m", groupInstanceId: "i-1", topics: [
                 .init(name: "t", partitions: [.init(partitionIndex: 0, committedOffset: 5, committedMetadata: "meta")])])),
             .offsetFetch(OffsetFetchRequest(groupId: "g", topics: [.init(name: "t", partitionIndexes: [0])])),
+            .listGroups(ListGroupsRequest()),
+            .describeGroups(DescribeGroupsRequest(groups: ["g", "h"], includeAuthorizedOperations: true)),
         ]
         #expect(Set(bodies.map(\.apiKey)).count == SupportedAPIVersions.ranges.count - 1)  // Produce is tested above
         for body in bodies {
@@ -132,10 +134,18 @@ import Testing
                                          memberId: "m-1", members: [])),
             .syncGroup(SyncGroupResponse(assignment: ByteBuffer(bytes: [1, 2]))),
             .heartbeat(HeartbeatResponse(errorCode: .rebalanceInProgress)),
-            .leaveGroup(LeaveGroupResponse()),
+            .leaveGroup(LeaveGroupResponse(members: [.init(memberId: "m", errorCode: .unknownMemberId)])),
             .offsetCommit(OffsetCommitResponse(topics: [.init(name: "t", partitions: [.init(partitionIndex: 0)])])),
             .offsetFetch(OffsetFetchResponse(topics: [.init(name: "t", partitions: [.init(partitionIndex: 0, committedOffset: -1)])])),
+            .listGroups(ListGroupsResponse(groups: [.init(groupId: "g", protocolType: "consumer")])),
+            .describeGroups(DescribeGroupsResponse(groups: [
+                .init(groupId: "g", groupState: "Stable", protocolType: "consumer", protocolData: "range",
+                      members: [.init(memberId: "m", groupInstanceId: "i-1", clientId: "c", clientHost: "/127.0.0.1",
+                                      memberMetadata: ByteBuffer(bytes: [1]), memberAssignment: ByteBuffer(bytes: [2]))],
+                      authorizedOperations: 0x148),
+            ])),
         ]
+        #expect(Set(responses.map(\.apiKey)).count == SupportedAPIVersions.ranges.count - 2)  // no Produce, no Fetch
         for response in responses {
             let versions = try #require(SupportedAPIVersions.range(for: response.apiKey))
             for version in versions {
@@ -147,6 +157,103 @@ import Testing
                     #expect(decoded == response, "\(response.apiKey) v\(version)")
                 }
             }
+        }
+    }
+
+    @Test func groupInstanceIdTravelsFromTheVersionThatHasIt() throws {
+        let join = JoinGroupRequest(groupId: "g", sessionTimeoutMs: 10000, memberId: "m", groupInstanceId: "i-1",
+                                    protocolType: "consumer", protocols: [])
+        let joins = try roundTrip(join, versions: range(JoinGroupRequest.self))
+        #expect(joins[4]?.groupInstanceId == nil)
+        #expect(joins[5]?.groupInstanceId == "i-1")
+        let joined = JoinGroupResponse(generationId: 1, protocolName: "range", leader: "m", memberId: "m", members: [
+            .init(memberId: "m", groupInstanceId: "i-1", metadata: ByteBuffer(bytes: [7])),
+            .init(memberId: "n", metadata: ByteBuffer()),
+        ])
+        let answers = try roundTrip(joined, versions: range(JoinGroupResponse.self))
+        #expect(answers[4]?.members.map(\.groupInstanceId) == [nil, nil])
+        #expect(answers[5] == joined)
+
+        let syncs = try roundTrip(SyncGroupRequest(groupId: "g", generationId: 1, memberId: "m", groupInstanceId: "i-1",
+                                                   assignments: []), versions: range(SyncGroupRequest.self))
+        #expect(syncs[2]?.groupInstanceId == nil)
+        #expect(syncs[3]?.groupInstanceId == "i-1")
+        let beats = try roundTrip(HeartbeatRequest(groupId: "g", generationId: 1, memberId: "m", groupInstanceId: "i-1"),
+                                  versions: range(HeartbeatRequest.self))
+        #expect(beats[2]?.groupInstanceId == nil)
+        #expect(beats[3]?.groupInstanceId == "i-1")
+        let commits = try roundTrip(OffsetCommitRequest(groupId: "g", generationId: 1, memberId: "m", groupInstanceId: "i-1",
+                                                        topics: []), versions: range(OffsetCommitRequest.self))
+        #expect(commits[6]?.groupInstanceId == nil)
+        #expect(commits[7]?.groupInstanceId == "i-1")
+    }
+
+    @Test func leaveGroupIsOneMemberUpToV2AndABatchFromV3() throws {
+        let single = LeaveGroupRequest(groupId: "g", memberId: "m")
+        #expect(single.members == [.init(memberId: "m")])
+        for (_, decoded) in try roundTrip(single, versions: range(LeaveGroupRequest.self)) {
+            #expect(decoded == single)
+            #expect(decoded.memberId == "m")
+        }
+        let batch = LeaveGroupRequest(groupId: "g", members: [.init(memberId: "m"), .init(memberId: "", groupInstanceId: "i-2")])
+        let decoded = try roundTrip(batch, versions: range(LeaveGroupRequest.self))
+        #expect(decoded[3] == batch)
+        #expect(decoded[2]?.members == [.init(memberId: "m")])  // v0–v2 carry the first member only
+        // v2 on the wire: group id, then the one member id.
+        #expect(Array(buffer: batch.encoded(version: 2)) == [0, 1, 0x67, 0, 1, 0x6D])
+
+        var renamed = batch
+        renamed.memberId = "x"
+        #expect(renamed.members == [.init(memberId: "x")])
+
+        let answer = LeaveGroupResponse(errorCode: .noError, members: [
+            .init(memberId: "m"), .init(memberId: "", groupInstanceId: "i-2", errorCode: .unknownMemberId),
+        ])
+        let answers = try roundTrip(answer, versions: range(LeaveGroupResponse.self))
+        #expect(answers[2]?.members == [])
+        #expect(answers[3] == answer)
+    }
+
+    @Test func describeGroupsFieldsAppearAtTheirVersions() throws {
+        let request = DescribeGroupsRequest(groups: ["g"], includeAuthorizedOperations: true)
+        let requests = try roundTrip(request, versions: range(DescribeGroupsRequest.self))
+        #expect(requests[2]?.includeAuthorizedOperations == false)
+        #expect(requests[3] == request)
+
+        let member = DescribeGroupsResponse.Member(memberId: "m", groupInstanceId: "i-1", clientId: "c", clientHost: "/h",
+                                                   memberMetadata: ByteBuffer(bytes: [1]), memberAssignment: ByteBuffer())
+        let response = DescribeGroupsResponse(throttleTimeMs: 3, groups: [
+            .init(groupId: "g", groupState: "Stable", protocolType: "consumer", protocolData: "range", members: [member],
+                  authorizedOperations: 0x148),
+            .init(errorCode: .groupIdNotFound, groupId: "x", groupState: "Dead", protocolType: "", protocolData: "", members: []),
+        ])
+        let answers = try roundTrip(response, versions: range(DescribeGroupsResponse.self))
+        #expect(answers[0]?.throttleTimeMs == 0)
+        #expect(answers[2]?.groups[0].authorizedOperations == DescribeGroupsResponse.authorizedOperationsOmitted)
+        #expect(answers[3]?.groups[0].authorizedOperations == 0x148)
+        #expect(answers[3]?.groups[0].members[0].groupInstanceId == nil)
+        #expect(answers[4] == response)
+    }
+
+    @Test func listGroupsHasAnEmptyRequestAndThrottleFromV1() throws {
+        #expect(ListGroupsRequest().encoded(version: 2).readableBytes == 0)
+        let response = ListGroupsResponse(throttleTimeMs: 7, groups: [.init(groupId: "g", protocolType: "consumer"),
+                                                                      .init(groupId: "offsets-only", protocolType: "")])
+        let answers = try roundTrip(response, versions: range(ListGroupsResponse.self))
+        #expect(answers[0]?.throttleTimeMs == 0)
+        #expect(answers[0]?.groups == response.groups)
+        #expect(answers[2] == response)
+    }
+
+    @Test func groupAPIsAreNonFlexibleUpToTheirSupportedVersions() {
+        let firstFlexible: [APIKey: Int16] = [
+            .joinGroup: 6, .syncGroup: 4, .heartbeat: 4, .leaveGroup: 4, .offsetCommit: 8, .offsetFetch: 6,
+            .findCoordinator: 3, .describeGroups: 5, .listGroups: 3,
+        ]
+        for (apiKey, first) in firstFlexible {
+            #expect(apiKey.firstFlexibleVersion == first, "\(apiKey)")
+            let supported = SupportedAPIVersions.range(for: apiKey)
+            #expect(supported.map { $0.upperBound < first } == true, "\(apiKey) serves a flexible version")
         }
     }
 

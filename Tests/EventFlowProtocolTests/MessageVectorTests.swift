@@ -23,7 +23,7 @@ struct MessageVector: CustomStringConvertible, Sendable {
         "init_producer_id": .initProducerId, "produce": .produce, "list_offsets": .listOffsets, "fetch": .fetch,
         "find_coordinator": .findCoordinator, "join_group": .joinGroup, "sync_group": .syncGroup,
         "heartbeat": .heartbeat, "leave_group": .leaveGroup, "offset_commit": .offsetCommit,
-        "offset_fetch": .offsetFetch,
+        "offset_fetch": .offsetFetch, "list_groups": .listGroups, "describe_groups": .describeGroups,
     ]
 
     static let directory = URL(fileURLWithPath: #filePath)
@@ -67,7 +67,7 @@ struct MessageVector: CustomStringConvertible, Sendable {
                 }
             }
         }
-        #expect(MessageVector.all.count == 142)
+        #expect(MessageVector.all.count == 168)
     }
 
     @Test(arguments: MessageVector.all)
@@ -157,6 +157,55 @@ struct MessageVector: CustomStringConvertible, Sendable {
                 .init(errorCode: .unknownTopicOrPartition, name: "payments", partitions: []),
             ])
         #expect(body == .metadata(expected))
+    }
+
+    @Test func staticMemberFieldsDecodeFromKafkaPythonVectors() throws {
+        let join = try KafkaRequest.decode(frame: ByteBuffer(bytes: MessageVector.load("join_group_v5_request.hex")))
+        guard case .joinGroup(let request) = join.body else {
+            Issue.record("not a join: \(join.body)")
+            return
+        }
+        #expect(request.memberId == "")
+        #expect(request.groupInstanceId == "billing-1")
+        #expect(request.protocols.map(\.name) == ["range"])
+
+        let (_, joined) = try KafkaResponse.decode(frame: ByteBuffer(bytes: MessageVector.load("join_group_v5_response.hex")),
+                                                   apiKey: .joinGroup, version: 5)
+        guard case .joinGroup(let answer) = joined else {
+            Issue.record("not a join answer: \(joined)")
+            return
+        }
+        #expect(answer.members.map(\.memberId) == ["member-1", "member-2"])
+        #expect(answer.members.map(\.groupInstanceId) == ["billing-1", nil])
+
+        let leave = try KafkaRequest.decode(frame: ByteBuffer(bytes: MessageVector.load("leave_group_v3_request.hex")))
+        #expect(leave.body == .leaveGroup(LeaveGroupRequest(groupId: "billing-consumers", members: [
+            .init(memberId: "member-1"), .init(memberId: "", groupInstanceId: "billing-2"),
+        ])))
+        let leaveV2 = try KafkaRequest.decode(frame: ByteBuffer(bytes: MessageVector.load("leave_group_v2_request.hex")))
+        #expect(leaveV2.body == .leaveGroup(LeaveGroupRequest(groupId: "billing-consumers", memberId: "member-1")))
+        let (_, left) = try KafkaResponse.decode(frame: ByteBuffer(bytes: MessageVector.load("leave_group_v3_response.hex")),
+                                                 apiKey: .leaveGroup, version: 3)
+        #expect(left == .leaveGroup(LeaveGroupResponse(members: [
+            .init(memberId: "member-1"), .init(memberId: "", groupInstanceId: "billing-2", errorCode: .unknownMemberId),
+        ])))
+    }
+
+    @Test func describeGroupsResponseV4DecodesToTheSentValues() throws {
+        let bytes = MessageVector.load("describe_groups_v4_response.hex")
+        let (_, body) = try KafkaResponse.decode(frame: ByteBuffer(bytes: bytes), apiKey: .describeGroups, version: 4)
+        let subscription: [UInt8] = [0, 0, 0, 0, 0, 1, 0, 6] + Array("orders".utf8) + [0xFF, 0xFF, 0xFF, 0xFF]
+        let assignment: [UInt8] = [0, 0, 0, 0, 0, 1, 0, 6] + Array("orders".utf8) + [0, 0, 0, 1, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]
+        let expected = DescribeGroupsResponse(groups: [
+            .init(groupId: "billing-consumers", groupState: "Stable", protocolType: "consumer", protocolData: "range",
+                  members: [.init(memberId: "member-1", groupInstanceId: "billing-1", clientId: "rdkafka",
+                                  clientHost: "/10.0.0.7", memberMetadata: ByteBuffer(bytes: subscription),
+                                  memberAssignment: ByteBuffer(bytes: assignment))],
+                  authorizedOperations: 0x148),  // READ, DELETE, DESCRIBE
+            .init(errorCode: .groupIdNotFound, groupId: "missing", groupState: "Dead", protocolType: "", protocolData: "",
+                  members: []),
+        ])
+        #expect(body == .describeGroups(expected))
     }
 
     @Test func apiVersionsUnsupportedAnswerIsReadAsV0WhateverVersionWasAsked() throws {

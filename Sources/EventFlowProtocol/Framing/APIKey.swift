@@ -68,6 +68,8 @@ public enum APIKey: Int16, Sendable, Hashable, CaseIterable {
         case .heartbeat: 4
         case .leaveGroup: 4
         case .syncGroup: 4
+        case .describeGroups: 5
+        case .listGroups: 3
         case .saslHandshake: nil
         case .apiVersions: 3
         case .createTopics: 5
@@ -104,13 +106,15 @@ public enum SupportedAPIVersions {
         .fetch: 4...11,
         .listOffsets: 1...5,
         .metadata: 0...7,
-        .offsetCommit: 2...6,
+        .offsetCommit: 2...7,
         .offsetFetch: 1...5,
         .findCoordinator: 0...2,
-        .joinGroup: 0...4,
-        .heartbeat: 0...2,
-        .leaveGroup: 0...2,
-        .syncGroup: 0...2,
+        .joinGroup: 0...5,
+        .heartbeat: 0...3,
+        .leaveGroup: 0...3,
+        .syncGroup: 0...3,
+        .describeGroups: 0...4,
+        .listGroups: 0...2,
         .saslHandshake: 0...1,
         .apiVersions: 0...3,
         .createTopics: 0...3,

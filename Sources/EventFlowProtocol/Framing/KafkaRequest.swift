@@ -56,6 +56,8 @@ public enum KafkaRequest: Sendable, Equatable {
     case leaveGroup(LeaveGroupRequest)
     case offsetCommit(OffsetCommitRequest)
     case offsetFetch(OffsetFetchRequest)
+    case describeGroups(DescribeGroupsRequest)
+    case listGroups(ListGroupsRequest)
 
     public var apiKey: APIKey {
         switch self {
@@ -76,6 +78,8 @@ public enum KafkaRequest: Sendable, Equatable {
         case .leaveGroup: .leaveGroup
         case .offsetCommit: .offsetCommit
         case .offsetFetch: .offsetFetch
+        case .describeGroups: .describeGroups
+        case .listGroups: .listGroups
         }
     }
 
@@ -99,6 +103,8 @@ public enum KafkaRequest: Sendable, Equatable {
         case .leaveGroup(let m): m
         case .offsetCommit(let m): m
         case .offsetFetch(let m): m
+        case .describeGroups(let m): m
+        case .listGroups(let m): m
         }
     }
 
@@ -122,6 +128,8 @@ public enum KafkaRequest: Sendable, Equatable {
         case .leaveGroup: .leaveGroup(try .decode(from: &buffer, version: version))
         case .offsetCommit: .offsetCommit(try .decode(from: &buffer, version: version))
         case .offsetFetch: .offsetFetch(try .decode(from: &buffer, version: version))
+        case .describeGroups: .describeGroups(try .decode(from: &buffer, version: version))
+        case .listGroups: .listGroups(try .decode(from: &buffer, version: version))
         default:
             throw ProtocolError(.unsupportedAPIKey, field: "RequestHeader.apiKey", offset: buffer.readerIndex,
                                 detail: "\(apiKey) is not served")

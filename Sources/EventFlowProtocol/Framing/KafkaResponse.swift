@@ -19,6 +19,8 @@ public enum KafkaResponse: Sendable, Equatable {
     case leaveGroup(LeaveGroupResponse)
     case offsetCommit(OffsetCommitResponse)
     case offsetFetch(OffsetFetchResponse)
+    case describeGroups(DescribeGroupsResponse)
+    case listGroups(ListGroupsResponse)
 
     public var apiKey: APIKey { type(of: message).apiKey }
 
@@ -42,6 +44,8 @@ public enum KafkaResponse: Sendable, Equatable {
         case .leaveGroup(let m): m
         case .offsetCommit(let m): m
         case .offsetFetch(let m): m
+        case .describeGroups(let m): m
+        case .listGroups(let m): m
         }
     }
 
@@ -64,6 +68,8 @@ public enum KafkaResponse: Sendable, Equatable {
         case .leaveGroup: .leaveGroup(try .decode(from: &buffer, version: version))
         case .offsetCommit: .offsetCommit(try .decode(from: &buffer, version: version))
         case .offsetFetch: .offsetFetch(try .decode(from: &buffer, version: version))
+        case .describeGroups: .describeGroups(try .decode(from: &buffer, version: version))
+        case .listGroups: .listGroups(try .decode(from: &buffer, version: version))
         default:
             throw ProtocolError(.unsupportedAPIKey, field: "response", offset: buffer.readerIndex,
                                 detail: "\(apiKey) is not served")

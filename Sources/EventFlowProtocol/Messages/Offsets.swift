@@ -1,6 +1,7 @@
 import NIOCore
 
-/// OffsetCommit (key 8), v2–v6: a consumer group's committed positions.
+/// OffsetCommit (key 8), v2–v7: a consumer group's committed positions. v7 adds the group
+/// instance id.
 public struct OffsetCommitRequest: KafkaRequestMessage {
     public typealias Response = OffsetCommitResponse
     public static let apiKey = APIKey.offsetCommit
@@ -35,15 +36,18 @@ public struct OffsetCommitRequest: KafkaRequestMessage {
     /// -1 for a commit from outside the group protocol (a "simple" consumer).
     public var generationId: Int32
     public var memberId: String
+    /// v7+: the static member's instance id, nil for a dynamic member or a commit from outside the group.
+    public var groupInstanceId: String?
     /// v2–v4: how long to keep the offsets (-1 = broker default). Removed in v5.
     public var retentionTimeMs: Int64
     public var topics: [Topic]
 
-    public init(groupId: String, generationId: Int32 = -1, memberId: String = "", retentionTimeMs: Int64 = -1,
-                topics: [Topic]) {
+    public init(groupId: String, generationId: Int32 = -1, memberId: String = "", groupInstanceId: String? = nil,
+                retentionTimeMs: Int64 = -1, topics: [Topic]) {
         self.groupId = groupId
         self.generationId = generationId
         self.memberId = memberId
+        self.groupInstanceId = groupInstanceId
         self.retentionTimeMs = retentionTimeMs
         self.topics = topics
     }
@@ -52,6 +56,7 @@ public struct OffsetCommitRequest: KafkaRequestMessage {
         buffer.writeKafkaString(groupId)
         buffer.writeInteger(generationId)
         buffer.writeKafkaString(memberId)
+        if version >= 7 { buffer.writeKafkaNullableString(groupInstanceId) }
         if version <= 4 { buffer.writeInteger(retentionTimeMs) }
         buffer.writeKafkaArray(topics) { buffer, topic in
             buffer.writeKafkaString(topic.name)
@@ -70,6 +75,7 @@ public struct OffsetCommitRequest: KafkaRequestMessage {
                            generationId: try buffer.readKafkaInt32("OffsetCommitRequest.generationId"),
                            memberId: try buffer.readKafkaString("OffsetCommitRequest.memberId"),
                            topics: [])
+        if version >= 7 { request.groupInstanceId = try buffer.readKafkaNullableString("OffsetCommitRequest.groupInstanceId") }
         if version <= 4 { request.retentionTimeMs = try buffer.readKafkaInt64("OffsetCommitRequest.retentionTimeMs") }
         request.topics = try buffer.readKafkaArray("OffsetCommitRequest.topics", minimumElementBytes: 6) { buffer in
             Topic(name: try buffer.readKafkaString("OffsetCommitRequest.topics[].name"),
