@@ -13,7 +13,8 @@ import re
 import sys
 
 import kafka
-from kafka.protocol.admin import (CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+from kafka.protocol.admin import (CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+                                  DeleteTopicsRequest, DeleteTopicsResponse,
                                   DescribeGroupsRequest, DescribeGroupsResponse, ListGroupsRequest, ListGroupsResponse)
 from kafka.protocol.consumer import (FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse,
                                      JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
@@ -183,6 +184,10 @@ def apis():
                                  metadata="", error_code=0),
                             dict(partition_index=1, committed_offset=-1, committed_leader_epoch=-1,
                                  metadata=None, error_code=0)])])),
+        ("delete_groups", DeleteGroupsRequest, DeleteGroupsResponse, range(0, 2),
+         lambda v: dict(groups_names=["billing-consumers", "busy"]),
+         lambda v: dict(throttle_time_ms=0, results=[dict(group_id="billing-consumers", error_code=0),
+                                                     dict(group_id="busy", error_code=68)])),
         ("list_groups", ListGroupsRequest, ListGroupsResponse, range(0, 3),
          lambda v: {},
          lambda v: dict(throttle_time_ms=0, error_code=0,

@@ -97,6 +97,7 @@ import Testing
             .offsetFetch(OffsetFetchRequest(groupId: "g", topics: [.init(name: "t", partitionIndexes: [0])])),
             .listGroups(ListGroupsRequest()),
             .describeGroups(DescribeGroupsRequest(groups: ["g", "h"], includeAuthorizedOperations: true)),
+            .deleteGroups(DeleteGroupsRequest(groupsNames: ["g", "h"])),
         ]
         #expect(Set(bodies.map(\.apiKey)).count == SupportedAPIVersions.ranges.count - 1)  // Produce is tested above
         for body in bodies {
@@ -144,6 +145,7 @@ import Testing
                                       memberMetadata: ByteBuffer(bytes: [1]), memberAssignment: ByteBuffer(bytes: [2]))],
                       authorizedOperations: 0x148),
             ])),
+            .deleteGroups(DeleteGroupsResponse(results: [.init(groupId: "g"), .init(groupId: "h", errorCode: .nonEmptyGroup)])),
         ]
         #expect(Set(responses.map(\.apiKey)).count == SupportedAPIVersions.ranges.count - 2)  // no Produce, no Fetch
         for response in responses {
@@ -248,7 +250,7 @@ import Testing
     @Test func groupAPIsAreNonFlexibleUpToTheirSupportedVersions() {
         let firstFlexible: [APIKey: Int16] = [
             .joinGroup: 6, .syncGroup: 4, .heartbeat: 4, .leaveGroup: 4, .offsetCommit: 8, .offsetFetch: 6,
-            .findCoordinator: 3, .describeGroups: 5, .listGroups: 3,
+            .findCoordinator: 3, .describeGroups: 5, .listGroups: 3, .deleteGroups: 2,
         ]
         for (apiKey, first) in firstFlexible {
             #expect(apiKey.firstFlexibleVersion == first, "\(apiKey)")

@@ -23,7 +23,7 @@ struct MessageVector: CustomStringConvertible, Sendable {
         "init_producer_id": .initProducerId, "produce": .produce, "list_offsets": .listOffsets, "fetch": .fetch,
         "find_coordinator": .findCoordinator, "join_group": .joinGroup, "sync_group": .syncGroup,
         "heartbeat": .heartbeat, "leave_group": .leaveGroup, "offset_commit": .offsetCommit,
-        "offset_fetch": .offsetFetch, "list_groups": .listGroups, "describe_groups": .describeGroups,
+        "offset_fetch": .offsetFetch, "list_groups": .listGroups, "delete_groups": .deleteGroups, "describe_groups": .describeGroups,
     ]
 
     static let directory = URL(fileURLWithPath: #filePath)
@@ -67,7 +67,7 @@ struct MessageVector: CustomStringConvertible, Sendable {
                 }
             }
         }
-        #expect(MessageVector.all.count == 168)
+        #expect(MessageVector.all.count == 172)
     }
 
     @Test(arguments: MessageVector.all)

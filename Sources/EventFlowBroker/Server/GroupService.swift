@@ -125,6 +125,19 @@ public final class GroupService: Sendable {
         }
     }
 
+    /// Deletes each group unless it has members: from the coordinator and its offsets from the
+    /// database. GROUP_ID_NOT_FOUND for a group neither knows.
+    func delete(_ keys: [GroupCoordinator.GroupKey], organizationID: UUID, on eventLoop: any EventLoop) -> EventLoopFuture<[ErrorCode]> {
+        let live = state.withLockedValue { state in keys.map { ($0, state.machine.state(of: $0) != nil, state.machine.delete($0)) } }
+        return controlPlane.run(on: eventLoop) { db in
+            try live.map { key, known, code in
+                guard code == .noError else { return code }
+                let removed = try GroupOffsets.delete(db, organizationID: organizationID, group: key.groupID)
+                return removed > 0 || known ? .noError : .groupIdNotFound
+            }
+        }
+    }
+
     func storedGroups(organizationID: UUID, name: String?, on eventLoop: any EventLoop) -> EventLoopFuture<[StoredGroup]> {
         controlPlane.run(on: eventLoop) { db in try GroupOffsets.groups(db, organizationID: organizationID, name: name) }
     }

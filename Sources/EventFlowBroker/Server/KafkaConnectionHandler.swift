@@ -141,7 +141,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     static let servedAPIs: Set<EventFlowProtocol.APIKey> = [
         .apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics, .deleteTopics,
         .initProducerId, .produce, .fetch, .listOffsets, .findCoordinator, .joinGroup, .syncGroup, .heartbeat,
-        .leaveGroup, .offsetCommit, .offsetFetch,
+        .leaveGroup, .offsetCommit, .offsetFetch, .listGroups, .describeGroups, .deleteGroups,
     ]
 
     static let servedAPIVersions = SupportedAPIVersions.apiVersionsEntries.filter { entry in
@@ -270,6 +270,12 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
         case .offsetCommit(let request):
             response = requests.offsetCommit(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .listGroups:
+            response = requests.listGroups().map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .describeGroups(let request):
+            response = requests.describeGroups(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        case .deleteGroups(let request):
+            response = requests.deleteGroups(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
         case .offsetFetch(let request):
             response = requests.offsetFetch(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
         case .fetch(let request):

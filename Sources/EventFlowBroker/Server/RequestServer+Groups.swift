@@ -16,7 +16,7 @@ extension RequestServer {
                                                                    leader: "", memberId: request.memberId, members: []))
         }
         let join = GroupCoordinator.Join(
-            memberID: request.memberId, clientID: clientID ?? "", clientHost: clientHost,
+            memberID: request.memberId, groupInstanceID: request.groupInstanceId, clientID: clientID ?? "", clientHost: clientHost,
             sessionTimeoutMilliseconds: request.sessionTimeoutMs,
             rebalanceTimeoutMilliseconds: version >= 1 ? request.rebalanceTimeoutMs : request.sessionTimeoutMs,
             protocolType: request.protocolType,
@@ -33,19 +33,73 @@ extension RequestServer {
         var assignments: [String: [UInt8]] = [:]
         for assignment in request.assignments { assignments[assignment.memberId] = Array(assignment.assignment.readableBytesView) }
         return services.groups.sync(groupKey(request.groupId), memberID: request.memberId, generation: request.generationId,
-                                    groupInstanceID: nil, assignments: assignments, on: eventLoop).map { code, assignment in
+                                    groupInstanceID: request.groupInstanceId, assignments: assignments, on: eventLoop).map { code, assignment in
             SyncGroupResponse(errorCode: code, assignment: ByteBuffer(bytes: assignment))
         }
     }
 
     func heartbeat(_ request: HeartbeatRequest) -> HeartbeatResponse {
         HeartbeatResponse(errorCode: services.groups.heartbeat(groupKey(request.groupId), memberID: request.memberId,
-                                                              generation: request.generationId, groupInstanceID: nil))
+                                                              generation: request.generationId, groupInstanceID: request.groupInstanceId))
     }
 
+    /// v0–2 name one member; v3 a batch, each answered with its own code (the top-level code
+    /// is the first member's, as older clients read it).
     func leaveGroup(_ request: LeaveGroupRequest) -> LeaveGroupResponse {
-        let codes = services.groups.leave(groupKey(request.groupId), members: [(request.memberId, nil)])
-        return LeaveGroupResponse(errorCode: codes.first ?? .unknownMemberId)
+        let codes = services.groups.leave(groupKey(request.groupId), members: request.members.map { ($0.memberId, $0.groupInstanceId) })
+        return LeaveGroupResponse(errorCode: request.members.count == 1 ? (codes.first ?? .unknownMemberId) : .noError,
+                                  members: zip(request.members, codes).map {
+                                      .init(memberId: $0.memberId, groupInstanceId: $0.groupInstanceId, errorCode: $1)
+                                  })
+    }
+
+    func listGroups() -> EventLoopFuture<ListGroupsResponse> {
+        let live = services.groups.groups(of: principal.organizationID)
+        return services.groups.storedGroups(organizationID: principal.organizationID, name: nil, on: eventLoop).map { stored in
+            // Groups with members (or known since start), and those that only have committed offsets.
+            var listed = live.map { ListGroupsResponse.Group(groupId: $0.groupID, protocolType: $0.protocolType) }
+            let names = Set(live.map(\.groupID))
+            listed += stored.filter { !names.contains($0.name) }.map { .init(groupId: $0.name, protocolType: "consumer") }
+            return ListGroupsResponse(groups: listed.sorted { $0.groupId < $1.groupId })
+        }.recover { _ in ListGroupsResponse(errorCode: .coordinatorNotAvailable, groups: []) }
+    }
+
+    func describeGroups(_ request: DescribeGroupsRequest) -> EventLoopFuture<DescribeGroupsResponse> {
+        let groups = services.groups
+        let organizationID = principal.organizationID
+        let described = request.groups.map { ($0, groups.describe(groupKey($0))) }
+        return groups.storedGroups(organizationID: organizationID, name: nil, on: eventLoop).map { stored in
+            let storedNames = Set(stored.map(\.name))
+            return DescribeGroupsResponse(groups: described.map { name, description in
+                guard let description, description.state != .empty || !storedNames.contains(name) || !description.members.isEmpty else {
+                    // Known only by its committed offsets (or not at all: Kafka answers Dead).
+                    return .init(groupId: name, groupState: storedNames.contains(name) ? "Empty" : "Dead",
+                                 protocolType: storedNames.contains(name) ? "consumer" : "", protocolData: "", members: [])
+                }
+                return .init(groupId: name, groupState: description.state.rawValue, protocolType: description.protocolType,
+                             protocolData: description.protocolName, members: description.members.map {
+                                 .init(memberId: $0.memberID, groupInstanceId: $0.groupInstanceID, clientId: $0.clientID,
+                                       clientHost: $0.clientHost, memberMetadata: ByteBuffer(bytes: $0.metadata),
+                                       memberAssignment: ByteBuffer(bytes: $0.assignment))
+                             })
+            })
+        }.recover { _ in
+            DescribeGroupsResponse(groups: request.groups.map {
+                .init(errorCode: .coordinatorNotAvailable, groupId: $0, groupState: "", protocolType: "", protocolData: "", members: [])
+            })
+        }
+    }
+
+    /// Deletes empty groups: their committed offsets and rows; a group with members is refused.
+    func deleteGroups(_ request: DeleteGroupsRequest) -> EventLoopFuture<DeleteGroupsResponse> {
+        let groups = services.groups
+        let organizationID = principal.organizationID
+        let keys = request.groupsNames.map { groupKey($0) }
+        return groups.delete(keys, organizationID: organizationID, on: eventLoop).map { codes in
+            DeleteGroupsResponse(results: zip(request.groupsNames, codes).map { .init(groupId: $0, errorCode: $1) })
+        }.recover { _ in
+            DeleteGroupsResponse(results: request.groupsNames.map { .init(groupId: $0, errorCode: .coordinatorNotAvailable) })
+        }
     }
 
     func offsetCommit(_ request: OffsetCommitRequest) -> EventLoopFuture<OffsetCommitResponse> {
@@ -56,7 +110,7 @@ extension RequestServer {
         }
         guard !request.groupId.isEmpty else { return eventLoop.makeSucceededFuture(everyPartition(.invalidGroupId)) }
         let allowed = services.groups.commitAllowed(groupKey(request.groupId), memberID: request.memberId,
-                                                    generation: request.generationId, groupInstanceID: nil)
+                                                    generation: request.generationId, groupInstanceID: request.groupInstanceId)
         guard allowed == .noError else { return eventLoop.makeSucceededFuture(everyPartition(allowed)) }
         let groups = services.groups
         let eventLoop = eventLoop

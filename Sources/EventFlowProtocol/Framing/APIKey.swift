@@ -70,6 +70,7 @@ public enum APIKey: Int16, Sendable, Hashable, CaseIterable {
         case .syncGroup: 4
         case .describeGroups: 5
         case .listGroups: 3
+        case .deleteGroups: 2
         case .saslHandshake: nil
         case .apiVersions: 3
         case .createTopics: 5
@@ -115,6 +116,7 @@ public enum SupportedAPIVersions {
         .syncGroup: 0...3,
         .describeGroups: 0...4,
         .listGroups: 0...2,
+        .deleteGroups: 0...1,
         .saslHandshake: 0...1,
         .apiVersions: 0...3,
         .createTopics: 0...3,

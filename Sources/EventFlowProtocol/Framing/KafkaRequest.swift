@@ -58,6 +58,7 @@ public enum KafkaRequest: Sendable, Equatable {
     case offsetFetch(OffsetFetchRequest)
     case describeGroups(DescribeGroupsRequest)
     case listGroups(ListGroupsRequest)
+    case deleteGroups(DeleteGroupsRequest)
 
     public var apiKey: APIKey {
         switch self {
@@ -80,6 +81,7 @@ public enum KafkaRequest: Sendable, Equatable {
         case .offsetFetch: .offsetFetch
         case .describeGroups: .describeGroups
         case .listGroups: .listGroups
+        case .deleteGroups: .deleteGroups
         }
     }
 
@@ -105,6 +107,7 @@ public enum KafkaRequest: Sendable, Equatable {
         case .offsetFetch(let m): m
         case .describeGroups(let m): m
         case .listGroups(let m): m
+        case .deleteGroups(let m): m
         }
     }
 
@@ -130,6 +133,7 @@ public enum KafkaRequest: Sendable, Equatable {
         case .offsetFetch: .offsetFetch(try .decode(from: &buffer, version: version))
         case .describeGroups: .describeGroups(try .decode(from: &buffer, version: version))
         case .listGroups: .listGroups(try .decode(from: &buffer, version: version))
+        case .deleteGroups: .deleteGroups(try .decode(from: &buffer, version: version))
         default:
             throw ProtocolError(.unsupportedAPIKey, field: "RequestHeader.apiKey", offset: buffer.readerIndex,
                                 detail: "\(apiKey) is not served")

@@ -21,6 +21,7 @@ public enum KafkaResponse: Sendable, Equatable {
     case offsetFetch(OffsetFetchResponse)
     case describeGroups(DescribeGroupsResponse)
     case listGroups(ListGroupsResponse)
+    case deleteGroups(DeleteGroupsResponse)
 
     public var apiKey: APIKey { type(of: message).apiKey }
 
@@ -46,6 +47,7 @@ public enum KafkaResponse: Sendable, Equatable {
         case .offsetFetch(let m): m
         case .describeGroups(let m): m
         case .listGroups(let m): m
+        case .deleteGroups(let m): m
         }
     }
 
@@ -70,6 +72,7 @@ public enum KafkaResponse: Sendable, Equatable {
         case .offsetFetch: .offsetFetch(try .decode(from: &buffer, version: version))
         case .describeGroups: .describeGroups(try .decode(from: &buffer, version: version))
         case .listGroups: .listGroups(try .decode(from: &buffer, version: version))
+        case .deleteGroups: .deleteGroups(try .decode(from: &buffer, version: version))
         default:
             throw ProtocolError(.unsupportedAPIKey, field: "response", offset: buffer.readerIndex,
                                 detail: "\(apiKey) is not served")

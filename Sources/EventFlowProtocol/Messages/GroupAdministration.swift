@@ -211,3 +211,66 @@ public struct DescribeGroupsResponse: KafkaResponseMessage {
         return response
     }
 }
+
+/// DeleteGroups (key 42), v0–v1: removes empty groups and their committed offsets.
+public struct DeleteGroupsRequest: KafkaRequestMessage {
+    public typealias Response = DeleteGroupsResponse
+    public static let apiKey = APIKey.deleteGroups
+
+    public var groupsNames: [String]
+
+    public init(groupsNames: [String]) {
+        self.groupsNames = groupsNames
+    }
+
+    public func encode(into buffer: inout ByteBuffer, version: Int16) {
+        buffer.writeKafkaArray(groupsNames) { $0.writeKafkaString($1) }
+    }
+
+    public static func decode(from buffer: inout ByteBuffer, version: Int16) throws -> Self {
+        try checkVersion(version, buffer)
+        return Self(groupsNames: try buffer.readKafkaArray("DeleteGroupsRequest.groupsNames", minimumElementBytes: 2) {
+            try $0.readKafkaString("DeleteGroupsRequest.groupsNames[]")
+        })
+    }
+}
+
+public struct DeleteGroupsResponse: KafkaResponseMessage {
+    public static let apiKey = APIKey.deleteGroups
+
+    public struct Result: Sendable, Hashable {
+        public var groupId: String
+        /// NONE, GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, INVALID_GROUP_ID.
+        public var errorCode: ErrorCode
+
+        public init(groupId: String, errorCode: ErrorCode = .noError) {
+            self.groupId = groupId
+            self.errorCode = errorCode
+        }
+    }
+
+    public var throttleTimeMs: Int32
+    public var results: [Result]
+
+    public init(throttleTimeMs: Int32 = 0, results: [Result]) {
+        self.throttleTimeMs = throttleTimeMs
+        self.results = results
+    }
+
+    public func encode(into buffer: inout ByteBuffer, version: Int16) {
+        buffer.writeInteger(throttleTimeMs)
+        buffer.writeKafkaArray(results) { buffer, result in
+            buffer.writeKafkaString(result.groupId)
+            buffer.writeErrorCode(result.errorCode)
+        }
+    }
+
+    public static func decode(from buffer: inout ByteBuffer, version: Int16) throws -> Self {
+        try checkVersion(version, buffer)
+        let throttle = try buffer.readKafkaInt32("DeleteGroupsResponse.throttleTimeMs")
+        return Self(throttleTimeMs: throttle, results: try buffer.readKafkaArray("DeleteGroupsResponse.results", minimumElementBytes: 4) { buffer in
+            Result(groupId: try buffer.readKafkaString("DeleteGroupsResponse.results[].groupId"),
+                   errorCode: try buffer.readErrorCode("DeleteGroupsResponse.results[].errorCode"))
+        })
+    }
+}
