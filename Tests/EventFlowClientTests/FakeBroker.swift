@@ -64,8 +64,6 @@ final class FakeBroker: Sendable {
         var nextMemberNumber = 1
         /// Heartbeats are answered REBALANCE_IN_PROGRESS until the next JoinGroup.
         var rebalancePending = false
-        /// Answers for the next heartbeats instead of the regular one, first come first served.
-        var injectedHeartbeatErrors: [ErrorCode] = []
     }
 
     final class Shared: Sendable {
@@ -299,9 +297,6 @@ final class FakeBroker: Sendable {
             }
             return .syncGroup(SyncGroupResponse(assignment: group.assignments[sync.memberId] ?? ByteBuffer()))
         case .heartbeat(let heartbeat):
-            if !state.group.injectedHeartbeatErrors.isEmpty {
-                return .heartbeat(HeartbeatResponse(errorCode: state.group.injectedHeartbeatErrors.removeFirst()))
-            }
             let code: ErrorCode = if state.group.members[heartbeat.memberId] == nil { .unknownMemberId }
                 else if heartbeat.generationId != state.group.generationId { .illegalGeneration }
                 else if state.group.rebalancePending { .rebalanceInProgress }

@@ -63,7 +63,6 @@ struct GroupMembershipTests {
     @Test func firstJoinOffersEveryAssignorWithTheSubscription() throws {
         var membership = GroupMembership(settings: settings())
         membership.coordinatorFound(FindCoordinatorResponse(nodeId: 1, host: "h", port: 1), now: start)
-        _ = membership.nextAction(now: start)
         guard case .join(let join, let instance) = membership.nextAction(now: start) else {
             Issue.record("expected JoinGroup")
             return
