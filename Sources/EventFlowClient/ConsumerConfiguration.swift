@@ -16,13 +16,46 @@ public struct ConsumerConfiguration: Sendable {
         case beforeEnd(Int64)
     }
 
-    /// Which partitions the consumer reads. Assign mode only: no group, no committed offsets.
-    /// (The consumer-group mode arrives as its own case with the consumer groups.)
+    /// Which partitions the consumer reads.
     public enum Assignment: Sendable {
-        /// These partitions, each from its start.
+        /// These partitions, each from its start (assign mode: no group, no committed offsets).
         case partitions([(stream: String, partition: Int32, start: StartOffset)])
-        /// Every partition of each stream, as Metadata lists them when the consumer starts.
+        /// Every partition of each stream, as Metadata lists them when the consumer starts (assign mode).
         case streams([(stream: String, start: StartOffset)])
+        /// Member of consumer group `id`, which shares the partitions of `streams` among its members
+        /// (Kafka's classic group protocol); each partition starts at the group's committed offset.
+        /// Settings in `group`.
+        case group(id: String, streams: [String])
+    }
+
+    /// The group mode's settings, with the defaults of Kafka 3.x's Java consumer.
+    public struct GroupSettings: Sendable {
+        /// Without a heartbeat for this long the coordinator removes the member (6 s–30 min on EventFlow).
+        public var sessionTimeoutMilliseconds: Int = 45_000
+        /// How long the coordinator waits for every member to rejoin during a rebalance (`max.poll.interval.ms`).
+        public var rebalanceTimeoutMilliseconds: Int = 300_000
+        /// Below a third of the session timeout, so two heartbeats may be lost before the member is.
+        public var heartbeatIntervalMilliseconds: Int = 3_000
+        /// Static membership (KIP-345): a member with an instance id keeps its partitions over a
+        /// restart within the session timeout, and sends no LeaveGroup on shutdown.
+        public var groupInstanceId: String?
+        /// Offered in this order of preference; the coordinator picks one every member offers.
+        /// Kafka's default is [range, cooperative-sticky]; EventFlow has no cooperative assignor.
+        public var assignors: [GroupAssignor] = [.range, .roundRobin]
+        /// Commit the stored offsets every `autoCommitIntervalMilliseconds`, on a revoke and on shutdown.
+        public var autoCommit: Bool = true
+        public var autoCommitIntervalMilliseconds: Int = 5_000
+        /// Each delivered message marks its offset for the next commit (librdkafka's
+        /// `enable.auto.offset.store`); when false, only `storeOffset(_:)` does.
+        public var storesOffsetsOnDelivery: Bool = true
+        /// Where a partition the group has no committed offset for starts; nil: by `autoOffsetReset`
+        /// (`.earliest` the beginning, `.latest` the end, `.error` fails), as Kafka does.
+        public var startWithoutCommittedOffset: StartOffset?
+        /// Rebalance events (assigned / revoked) kept for the application; when it does not read
+        /// `events`, the oldest are dropped beyond this.
+        public var rebalanceEventsBufferedMax: Int = 64
+
+        public init() {}
     }
 
     /// What to do when a fetch offset is outside the stored range (OFFSET_OUT_OF_RANGE), as
@@ -42,6 +75,8 @@ public struct ConsumerConfiguration: Sendable {
     public var credentials: APIKeyCredentials?
     public var security: TransportSecurity
     public var clientID: String = "eventflow-swift"
+    /// Used with `.group` only.
+    public var group = GroupSettings()
 
     public var autoOffsetReset: AutoOffsetReset = .latest
     /// End `messages` (and `run()`) once every assigned partition was read up to the high
@@ -95,6 +130,12 @@ public struct ConsumerConfiguration: Sendable {
         case .streams(let list):
             if list.isEmpty { return "no stream assigned" }
             if let bad = list.first(where: { !Self.isValid($0.start) }) { return "start \(bad.start) of \(bad.stream) is negative" }
+        case .group(let id, let streams):
+            if id.isEmpty { return "the group id is empty" }
+            if streams.isEmpty { return "the group subscribes to no stream" }
+            if Set(streams).count != streams.count { return "a stream is subscribed twice" }
+            if let problem = group.validationError() { return problem }
+            if finishAtHighWatermark { return "finishAtHighWatermark is for assign mode: a group's partitions move between members" }
         }
         if prefetchBytesMax < 1 { return "prefetchBytesMax must be positive" }
         if fetchBytesMax < 1 || partitionFetchBytesMax < 1 { return "fetchBytesMax and partitionFetchBytesMax must be positive" }
@@ -109,10 +150,35 @@ public struct ConsumerConfiguration: Sendable {
         return nil
     }
 
-    private static func isValid(_ start: StartOffset) -> Bool {
+    static func isValid(_ start: StartOffset) -> Bool {
         switch start {
         case .beginning, .end: true
         case .offset(let value), .timestamp(let value), .beforeEnd(let value): value >= 0
         }
     }
+}
+
+extension ConsumerConfiguration.GroupSettings {
+    func validationError() -> String? {
+        if sessionTimeoutMilliseconds < 1 || sessionTimeoutMilliseconds > Int(Int32.max) { return "sessionTimeoutMilliseconds out of range" }
+        if rebalanceTimeoutMilliseconds < 1 || rebalanceTimeoutMilliseconds > Int(Int32.max) { return "rebalanceTimeoutMilliseconds out of range" }
+        if heartbeatIntervalMilliseconds < 1 || heartbeatIntervalMilliseconds >= sessionTimeoutMilliseconds {
+            return "heartbeatIntervalMilliseconds must be positive and below sessionTimeoutMilliseconds"
+        }
+        if assignors.isEmpty { return "no assignor" }
+        if Set(assignors).count != assignors.count { return "an assignor is listed twice" }
+        if autoCommitIntervalMilliseconds < 1 { return "autoCommitIntervalMilliseconds must be positive" }
+        if let start = startWithoutCommittedOffset, !ConsumerConfiguration.isValid(start) { return "startWithoutCommittedOffset is negative" }
+        if rebalanceEventsBufferedMax < 1 { return "rebalanceEventsBufferedMax must be positive" }
+        if let id = groupInstanceId {
+            if id.isEmpty { return "groupInstanceId is empty" }
+            // JoinGroup v5 carries the instance id; the codec's JoinGroupRequest has no field for
+            // it yet. Joining as a dynamic member while skipping the LeaveGroup would be wrong.
+            if !Self.codecCarriesGroupInstanceId { return "groupInstanceId needs JoinGroup v5, which the codec does not carry yet" }
+        }
+        return nil
+    }
+
+    /// Flipped when JoinGroupRequest gains `groupInstanceId` (issue 11, the codec's part).
+    static let codecCarriesGroupInstanceId = false
 }

@@ -44,6 +44,10 @@ public enum ConsumerError: Error, Sendable, Hashable, CustomStringConvertible {
     case batchTooLarge(stream: String, partition: Int32, offset: Int64, fetchBytes: Int)
     case invalidConfiguration(String)
     case requestTimedOut
+    /// A group commit did not go through (rebalance, shutdown, or the coordinator refused it).
+    case commitFailed(String)
+    /// `commit()` or `storeOffset(_:)` on a consumer that is not in group mode, or a partition it does not own.
+    case notInGroup(String)
 
     public var description: String {
         switch self {
@@ -61,6 +65,8 @@ public enum ConsumerError: Error, Sendable, Hashable, CustomStringConvertible {
             "the batch at \(stream)/\(partition) offset \(offset) does not fit in a \(bytes)-byte fetch (raise partitionFetchBytesMax)"
         case .invalidConfiguration(let detail): "invalid consumer configuration: \(detail)"
         case .requestTimedOut: "request timed out"
+        case .commitFailed(let detail): "commit failed: \(detail)"
+        case .notInGroup(let detail): detail
         }
     }
 

@@ -24,6 +24,10 @@ public final class EventFlowConsumer: Service, Sendable {
     public let configuration: ConsumerConfiguration
     /// The records, in offset order per partition. Iterate it once, from one task.
     public let messages: ConsumerMessages
+    /// Group mode: the partitions assigned to and revoked from this member, as they happen
+    /// (at most `group.rebalanceEventsBufferedMax` unread ones are kept). Ends when `run()` does;
+    /// in assign mode it carries nothing.
+    public let events: AsyncStream<RebalanceEvent>
     private let shared: ConsumerShared
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
@@ -33,8 +37,44 @@ public final class EventFlowConsumer: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.eventLoopGroup = MultiThreadedEventLoopGroup.singleton
-        self.shared = ConsumerShared(pipeline: FetchPipeline(settings: .init(configuration)))
+        var membership: GroupMembership?
+        if case .group(let id, let streams) = configuration.assignment {
+            membership = GroupMembership(settings: .init(
+                groupId: id, streams: streams, group: configuration.group, retriesMax: configuration.retriesMax,
+                retryBackoffMilliseconds: configuration.retryBackoffMilliseconds,
+                retryBackoffMaxMilliseconds: configuration.retryBackoffMaxMilliseconds))
+        }
+        let (events, eventsContinuation) = AsyncStream.makeStream(
+            of: RebalanceEvent.self, bufferingPolicy: .bufferingNewest(configuration.group.rebalanceEventsBufferedMax))
+        self.events = events
+        // Kafka's auto.offset.reset also decides where a partition without a committed offset starts.
+        let startWithoutCommit: ConsumerConfiguration.StartOffset? = configuration.group.startWithoutCommittedOffset ?? {
+            switch configuration.autoOffsetReset {
+            case .earliest: .beginning
+            case .latest: .end
+            case .error: nil
+            }
+        }()
+        self.shared = ConsumerShared(pipeline: FetchPipeline(settings: .init(configuration)), membership: membership,
+                                     events: eventsContinuation, startWithoutCommit: startWithoutCommit)
         self.messages = ConsumerMessages(shared: shared, decompressedBytesMax: configuration.batchDecompressedBytesMax)
+    }
+
+    /// Group mode: commits what was delivered (or stored with `storeOffset`) and not yet committed,
+    /// and returns once the coordinator acknowledged it.
+    public func commit() async throws(ConsumerError) {
+        guard shared.isGroupMode else { throw .notInGroup("commit() needs group mode (.group)") }
+        if let failure = await shared.commit() { throw failure }
+    }
+
+    /// Group mode: the next commit sends `message.offset + 1` for its partition (with
+    /// `storesOffsetsOnDelivery` false, this is the only way offsets get committed).
+    public func storeOffset(_ message: ConsumerMessage) throws(ConsumerError) {
+        guard shared.isGroupMode else { throw .notInGroup("storeOffset needs group mode (.group)") }
+        let partition = StreamPartition(stream: message.stream, partition: message.partition)
+        guard shared.withMembership({ $0.store(partition, offset: message.offset) }) == true else {
+            throw .notInGroup("\(partition) is not assigned to this member")
+        }
     }
 
     /// Stops fetching; `messages` ends at its next element and `run()` returns.
@@ -45,11 +85,146 @@ public final class EventFlowConsumer: Service, Sendable {
     public func run() async throws {
         guard shared.start() else { throw ConsumerError.invalidConfiguration("run() may be called only once") }
         await withGracefulShutdownHandler {
-            await self.fetchLoop()
+            await withTaskGroup(of: Void.self) { tasks in
+                tasks.addTask {
+                    await self.fetchLoop()
+                    // A failed fetch side ends the membership too: commit what was read, leave.
+                    self.shared.shutDownGroup()
+                }
+                if self.shared.isGroupMode {
+                    tasks.addTask { await self.groupLoop() }
+                }
+            }
         } onGracefulShutdown: {
             self.triggerGracefulShutdown()
         }
         if let failure = shared.finish() { throw failure }
+    }
+
+    // MARK: the group loop
+
+    /// Performs `GroupMembership`'s actions against the coordinator, over a connection of its own:
+    /// a heartbeat must not queue behind a Fetch parked at the tail.
+    private func groupLoop() async {
+        var wakeups = shared.groupWakeStream.makeAsyncIterator()
+        var connection: BrokerConnection?
+        var coordinator: BrokerAddress?
+        defer {
+            connection?.close()
+            shared.endEvents()
+        }
+        while true {
+            let action = shared.nextGroupAction(now: .now())
+            switch action {
+            case .finished:
+                if let failure = shared.withMembership({ $0.failure }) ?? nil { shared.fail(failure) }
+                return
+            case .wait(let deadline):
+                let timer = deadline.map { deadline in
+                    eventLoopGroup.any().scheduleTask(deadline: deadline) { [shared] in shared.wakeGroupLoop() }
+                }
+                _ = await wakeups.next()
+                timer?.cancel()
+                continue
+            case .startDelivering, .stopDelivering:
+                // Done under the lock by nextGroupAction; the fetch loop and the reader see the change.
+                shared.wakeFetchLoop()
+                shared.wakeReader()
+                continue
+            case .announceAssigned(let partitions):
+                shared.announce(.assigned(partitions))
+                continue
+            case .announceRevoked(let partitions):
+                shared.announce(.revoked(partitions))
+                continue
+            default:
+                break
+            }
+            do throws(ConsumerError) {
+                if connection?.isActive != true {
+                    connection?.close()
+                    connection = nil
+                    let connected = try await connectToCoordinator(coordinator)
+                    connection = connected
+                    shared.registerCoordinator(connected)
+                }
+                guard let active = connection else { continue }
+                let now = { NIODeadline.now() }
+                switch action {
+                case .findCoordinator(let message):
+                    let response = try await request(message, on: active)
+                    if response.errorCode == .noError {
+                        let found = BrokerAddress(host: response.host, port: Int(response.port))
+                        if found.host != active.address.host || found.port != active.address.port {
+                            coordinator = found
+                            connection?.close()
+                            connection = nil
+                        }
+                    }
+                    shared.withMembership { $0.coordinatorFound(response, now: now()) }
+                case .join(let message, _):
+                    let response = try await request(message, on: active)
+                    shared.withMembership { $0.joinAnswered(response, now: now()) }
+                case .lookUpPartitionCounts(let streams):
+                    let response = try await request(MetadataRequest(topics: streams, allowAutoTopicCreation: false), on: active)
+                    var counts: [String: Int32] = [:]
+                    for topic in response.topics where topic.errorCode == .noError {
+                        counts[topic.name] = Int32(clamping: topic.partitions.count)
+                    }
+                    shared.withMembership { $0.partitionCountsFound(counts) }
+                case .sync(let message):
+                    let response = try await request(message, on: active)
+                    shared.withMembership { $0.syncAnswered(response, now: now()) }
+                case .fetchOffsets(let message):
+                    let response = try await request(message, on: active)
+                    shared.withMembership { $0.offsetsFetched(response, now: now()) }
+                case .heartbeat(let message):
+                    let response = try await request(message, on: active)
+                    shared.withMembership { $0.heartbeatAnswered(response, now: now()) }
+                case .commit(let message):
+                    let response = try await request(message, on: active)
+                    let settled = shared.withMembership { $0.commitAnswered(response, now: now()) } ?? []
+                    for (_, error) in settled where error != nil {
+                        logger.warning("offset commit failed", metadata: ["error": "\(error!)"])
+                    }
+                    shared.settleCommits(settled)
+                case .leave(let message):
+                    let response = try await request(message, on: active)
+                    shared.withMembership { $0.leaveAnswered(response) }
+                default:
+                    break
+                }
+            } catch {
+                logger.warning("group request failed", metadata: ["error": "\(error)"])
+                connection?.close()
+                connection = nil
+                coordinator = nil
+                let settled = shared.withMembership { $0.requestFailed(error, now: .now()) } ?? []
+                shared.settleCommits(settled)
+            }
+            shared.settleCommits(shared.withMembership { $0.takeSettledWaiters() } ?? [])
+        }
+    }
+
+    /// The coordinator FindCoordinator named, else (to ask FindCoordinator) the first reachable broker.
+    private func connectToCoordinator(_ coordinator: BrokerAddress?) async throws(ConsumerError) -> BrokerConnection {
+        var settings = ConnectionSettings(configuration)
+        // A JoinGroup is parked until every member rejoined, up to the rebalance timeout (Kafka's
+        // clients allow the same plus a margin).
+        settings.requestTimeoutMilliseconds = max(configuration.requestTimeoutMilliseconds,
+                                                  configuration.group.rebalanceTimeoutMilliseconds + 5_000)
+        let addresses = coordinator.map { [$0] } ?? configuration.brokers
+        var lastError = ConsumerError.connection("no broker address")
+        for address in addresses {
+            do throws(ProducerError) {
+                return try await BrokerConnection.connect(to: address, settings: settings,
+                                                          eventLoopGroup: eventLoopGroup, logger: logger)
+            } catch {
+                if case .authenticationFailed = error { throw ConsumerError(error) }
+                lastError = ConsumerError(error)
+            }
+        }
+        throw lastError
     }
 
     // MARK: the fetch loop
@@ -71,7 +246,7 @@ public final class EventFlowConsumer: Service, Sendable {
                     if !shared.register(connected) { return }
                 }
                 guard let active = connection else { continue }
-                if !shared.withPipeline({ $0.isAssigned }) {
+                if !shared.isGroupMode && !shared.withPipeline({ $0.isAssigned }) {
                     let assignment = try await resolveAssignment(on: active)
                     shared.withPipeline { $0.assign(assignment) }
                 }
@@ -287,15 +462,139 @@ final class ConsumerShared: Sendable {
         /// The iterator waiting for a delivery.
         var reader: CheckedContinuation<Void, Never>?
         var connection: BrokerConnection?
+        /// Group mode: the member's state, beside the pipeline so that a revoke and the commit
+        /// snapshot after it happen under the same lock as deliveries.
+        var membership: GroupMembership?
+        var coordinatorConnection: BrokerConnection?
+        /// `commit()` calls waiting for their answer (bounded by the membership's `commitWaitersMax`).
+        var commitWaiters: [UInt64: CheckedContinuation<ConsumerError?, Never>] = [:]
+        var nextCommitWaiter: UInt64 = 0
     }
 
     private let state: Mutex<State>
     let wakeStream: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
+    let groupWakeStream: AsyncStream<Void>
+    private let groupWakeContinuation: AsyncStream<Void>.Continuation
+    private let events: AsyncStream<RebalanceEvent>.Continuation?
+    let isGroupMode: Bool
+    /// Where a group partition without committed offset starts; nil: that is an error.
+    private let startWithoutCommit: ConsumerConfiguration.StartOffset?
 
-    init(pipeline: FetchPipeline) {
-        state = Mutex(State(pipeline: pipeline))
+    init(pipeline: FetchPipeline, membership: GroupMembership? = nil, events: AsyncStream<RebalanceEvent>.Continuation? = nil,
+         startWithoutCommit: ConsumerConfiguration.StartOffset? = nil) {
+        state = Mutex(State(pipeline: pipeline, membership: membership))
+        isGroupMode = membership != nil
+        self.events = events
+        self.startWithoutCommit = startWithoutCommit
         (wakeStream, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (groupWakeStream, groupWakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        if membership == nil { events?.finish() }
+    }
+
+    // MARK: group mode
+
+    /// nil in assign mode.
+    func withMembership<T>(_ body: (inout GroupMembership) -> T) -> T? {
+        state.withLock { state in
+            guard state.membership != nil else { return nil }
+            return body(&state.membership!)
+        }
+    }
+
+    /// The membership's next action; starting and stopping partitions is applied to the pipeline
+    /// here, under the same lock, so no record of a revoked partition is handed out after it.
+    func nextGroupAction(now: NIODeadline) -> GroupMembership.Action {
+        state.withLock { state in
+            guard state.membership != nil else { return .finished }
+            let action = state.membership!.nextAction(now: now)
+            switch action {
+            case .startDelivering(let starts):
+                var assignment: [(partition: StreamPartition, start: ConsumerConfiguration.StartOffset)] = []
+                for partition in starts.keys.sorted(by: { ($0.stream, $0.partition) < ($1.stream, $1.partition) }) {
+                    if let committed = starts[partition] ?? nil {
+                        assignment.append((partition, .offset(committed)))
+                    } else if let start = startWithoutCommit {
+                        assignment.append((partition, start))
+                    } else {
+                        state.pipeline.fail(.offsetOutOfRange(stream: partition.stream, partition: partition.partition, offset: -1))
+                    }
+                }
+                state.pipeline.assign(assignment)
+            case .stopDelivering(let partitions):
+                state.pipeline.revoke(partitions)
+            default:
+                break
+            }
+            return action
+        }
+    }
+
+    /// Kept so that a shutdown can cut a parked JoinGroup short (the leave goes on a new connection).
+    func registerCoordinator(_ connection: BrokerConnection) {
+        state.withLock { $0.coordinatorConnection = connection }
+    }
+
+    /// Ends the membership: commit (auto commit), revoke, LeaveGroup. A JoinGroup or SyncGroup the
+    /// coordinator may park for the rebalance timeout is cut short by closing its connection.
+    func shutDownGroup() {
+        let parked = state.withLock { state -> BrokerConnection? in
+            guard state.membership != nil else { return nil }
+            state.membership!.shutDown()
+            return state.membership!.inFlightMayBeParked ? state.coordinatorConnection : nil
+        }
+        parked?.close()
+        groupWakeContinuation.yield()
+    }
+
+    func wakeGroupLoop() {
+        groupWakeContinuation.yield()
+    }
+
+    func announce(_ event: RebalanceEvent) {
+        events?.yield(event)
+    }
+
+    func endEvents() {
+        events?.finish()
+    }
+
+    /// Waits for the commit of what is stored now; the error, if it failed.
+    func commit() async -> ConsumerError? {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<ConsumerError?, Never>) in
+            let immediate = state.withLock { state -> ConsumerError?? in
+                guard state.membership != nil else { return .some(.notInGroup("not in group mode")) }
+                let waiter = state.nextCommitWaiter
+                state.nextCommitWaiter += 1
+                switch state.membership!.commitRequested(waiter: waiter) {
+                case .queued:
+                    state.commitWaiters[waiter] = continuation
+                    return .none
+                case .nothingToCommit: return .some(nil)
+                case .rejected(let error): return .some(error)
+                }
+            }
+            if let immediate {
+                continuation.resume(returning: immediate)
+            } else {
+                groupWakeContinuation.yield()
+            }
+        }
+        return result
+    }
+
+    func settleCommits(_ settled: [(waiter: UInt64, error: ConsumerError?)]) {
+        guard !settled.isEmpty else { return }
+        let resumed = state.withLock { state in
+            settled.compactMap { entry in state.commitWaiters.removeValue(forKey: entry.waiter).map { ($0, entry.error) } }
+        }
+        for (continuation, error) in resumed { continuation.resume(returning: error) }
+    }
+
+    /// Whether the iterator may hand out this record (group mode: the partition is still owned
+    /// under the assignment it was fetched for); counts it as delivered.
+    func deliver(_ partition: StreamPartition, offset: Int64, epoch: UInt64) -> Bool {
+        state.withLock { $0.membership?.deliver(partition, offset: offset, epoch: epoch) ?? true }
     }
 
     func withPipeline<T>(_ body: (inout FetchPipeline) -> T) -> T {
@@ -334,6 +633,7 @@ final class ConsumerShared: Sendable {
         connection?.close()
         wakeContinuation.yield()
         wakeReader()
+        shutDownGroup()
     }
 
     func fail(_ error: ConsumerError) {
@@ -365,7 +665,7 @@ final class ConsumerShared: Sendable {
     }
 
     private enum Taken {
-        case delivery(FetchPipeline.Delivery)
+        case delivery(FetchPipeline.Delivery, epoch: UInt64)
         case ended
         case empty
     }
@@ -375,17 +675,29 @@ final class ConsumerShared: Sendable {
             state.pipeline.release(bytes)
             return .ended
         }
-        if let delivery = state.pipeline.take(releasing: bytes) { return .delivery(delivery) }
+        var released = bytes
+        while let delivery = state.pipeline.take(releasing: released) {
+            released = 0
+            guard let membership = state.membership, case .batches(let partition, _, _, let byteCount) = delivery else {
+                return .delivery(delivery, epoch: 0)
+            }
+            // A revoke drops queued deliveries; this catches one taken between revoke and reassign.
+            guard let epoch = membership.epoch(of: partition) else {
+                state.pipeline.release(byteCount)
+                continue
+            }
+            return .delivery(delivery, epoch: epoch)
+        }
         return state.loopEnded ? .ended : .empty
     }
 
     /// The next delivery, waiting for the fetch loop when none is ready; nil once stopped or cancelled.
     /// `releasing` returns the bytes of the delivery the iterator finished to the prefetch budget.
-    func next(releasing bytes: Int) async -> FetchPipeline.Delivery? {
+    func next(releasing bytes: Int) async -> (delivery: FetchPipeline.Delivery, epoch: UInt64)? {
         let first = state.withLock { Self.take(&$0, releasing: bytes) }
         if bytes > 0 { wakeContinuation.yield() }
         switch first {
-        case .delivery(let delivery): return delivery
+        case .delivery(let delivery, let epoch): return (delivery, epoch)
         case .ended: return nil
         case .empty: break
         }
@@ -406,7 +718,7 @@ final class ConsumerShared: Sendable {
                 self.wakeReader()
             }
             switch state.withLock({ Self.take(&$0, releasing: 0) }) {
-            case .delivery(let delivery): return delivery
+            case .delivery(let delivery, let epoch): return (delivery, epoch)
             case .ended: return nil
             case .empty: continue
             }
@@ -438,6 +750,8 @@ public struct ConsumerMessages: AsyncSequence, Sendable {
         /// Bytes of the current delivery, released to the prefetch budget when it is done.
         private var heldBytes = 0
         private var ended = false
+        /// Group mode: the assignment the current delivery belongs to; each record is checked against it.
+        private var epoch: UInt64 = 0
 
         init(shared: ConsumerShared, decompressedBytesMax: Int) {
             self.shared = shared
@@ -463,7 +777,13 @@ public struct ConsumerMessages: AsyncSequence, Sendable {
                     }
                     if let record {
                         if record.offset < deliverable.lowerBound { continue }
-                        if record.offset < deliverable.upperBound { return record }
+                        if record.offset < deliverable.upperBound {
+                            if !shared.isGroupMode || shared.deliver(partition, offset: record.offset, epoch: epoch) { return record }
+                            // Revoked while this delivery was being read: none of the rest is handed out.
+                            batchIndex = batches.count
+                            reader = nil
+                            continue
+                        }
                         // Past the end offset: nothing later in this delivery is wanted either.
                         batchIndex = batches.count
                     }
@@ -483,10 +803,11 @@ public struct ConsumerMessages: AsyncSequence, Sendable {
                 let released = heldBytes
                 heldBytes = 0
                 batches = []
-                guard let delivery = await shared.next(releasing: released) else {
+                guard let (delivery, epoch) = await shared.next(releasing: released) else {
                     ended = true
                     return nil
                 }
+                self.epoch = epoch
                 switch delivery {
                 case .batches(let partition, let batches, let deliverable, let byteCount):
                     self.partition = partition
@@ -525,4 +846,13 @@ public struct ConsumerMessages: AsyncSequence, Sendable {
             return count
         }
     }
+}
+
+/// A change of the partitions a group member reads, in the order it happened.
+public enum RebalanceEvent: Sendable, Hashable {
+    /// The member reads these partitions now, each from the group's committed offset.
+    case assigned([StreamPartition])
+    /// These partitions were given up (their offsets committed first, with auto commit): no record
+    /// of them is delivered any more, including ones already fetched.
+    case revoked([StreamPartition])
 }

@@ -184,6 +184,24 @@ struct FetchPipeline: Sendable {
         }
     }
 
+    /// The group took these partitions away: they are no longer fetched, and their fetched
+    /// records still waiting are dropped (their bytes go back to the budget), never delivered.
+    mutating func revoke(_ revoked: [StreamPartition]) {
+        let gone = Set(revoked)
+        guard !gone.isEmpty else { return }
+        order.removeAll { gone.contains($0) }
+        for partition in revoked { partitions[partition] = nil }
+        var kept = CircularBuffer<Delivery>(initialCapacity: deliveries.count)
+        while let delivery = deliveries.popFirst() {
+            if case .batches(let partition, _, _, let byteCount) = delivery, gone.contains(partition) {
+                release(byteCount)
+                continue
+            }
+            kept.append(delivery)
+        }
+        deliveries = kept
+    }
+
     // MARK: the fetch loop
 
     mutating func nextStep(now: NIODeadline) -> Step {

@@ -17,8 +17,11 @@ struct ConsumeCommand: AsyncParsableCommand {
     var partition: Int32?
 
     @Option(name: .long, parsing: .unconditional,
-            help: "beginning, end, an offset, -N (N records before the end of each partition) or @TIMESTAMP (unix ms).")
+            help: "beginning, end, an offset, -N (N records before the end of each partition) or @TIMESTAMP (unix ms). With --group: only for partitions the group has no committed offset for.")
     var from: StartPosition = .init(.beginning)
+
+    @Option(name: .long, help: "Read as a member of this consumer group: the group shares the stream's partitions among its members, and the offsets read are committed automatically (every 5 s and on exit).")
+    var group: String?
 
     @Option(name: .long, help: "Stop after this many records.")
     var count: Int?
@@ -62,11 +65,16 @@ struct ConsumeCommand: AsyncParsableCommand {
     func validate() throws {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let partition, partition < 0 { throw ValidationError("--partition must not be negative") }
+        if group != nil && partition != nil { throw ValidationError("--partition and --group exclude each other: the group assigns the partitions") }
+        if group != nil && exitAtEnd { throw ValidationError("--exit-at-end and --group exclude each other: a group's partitions move between members") }
+        if let group, group.isEmpty { throw ValidationError("--group must not be empty") }
     }
 
     func consumerConfiguration(environment: [String: String]) throws -> ConsumerConfiguration {
         let target = try connection.resolve(environment: environment)
-        let assignment: ConsumerConfiguration.Assignment = if let partition {
+        let assignment: ConsumerConfiguration.Assignment = if let group {
+            .group(id: group, streams: [stream])
+        } else if let partition {
             .partitions([(stream, partition, from.start)])
         } else {
             .streams([(stream, from.start)])
@@ -74,6 +82,7 @@ struct ConsumeCommand: AsyncParsableCommand {
         var configuration = ConsumerConfiguration(assignment: assignment, brokers: target.brokers,
                                                   credentials: target.credentials, security: target.security)
         configuration.finishAtHighWatermark = exitAtEnd
+        configuration.group.startWithoutCommittedOffset = from.start
         // An offset outside the stream is a mistake to report, not to paper over.
         configuration.autoOffsetReset = .error
         // A CLI run should fail fast when the broker is unreachable.

@@ -43,6 +43,19 @@ struct ConsumeCommandTests {
         #expect(!fromEnvironment.finishAtHighWatermark)
     }
 
+    @Test func groupConsumesWithAutoCommitAndFromOnlyWithoutACommittedOffset() throws {
+        let command = try ConsumeCommand.parse(["--stream", "orders", "--group", "billing", "--from", "end", "--plaintext"])
+        let configuration = try command.consumerConfiguration(environment: [:])
+        guard case .group(let id, let streams) = configuration.assignment else { Issue.record("expected group mode"); return }
+        #expect(id == "billing" && streams == ["orders"])
+        #expect(configuration.group.autoCommit)
+        #expect(configuration.group.startWithoutCommittedOffset == .end)
+        #expect(!configuration.finishAtHighWatermark)
+        #expect(throws: (any Error).self) { try ConsumeCommand.parse(["--stream", "orders", "--group", "g", "--partition", "1"]) }
+        #expect(throws: (any Error).self) { try ConsumeCommand.parse(["--stream", "orders", "--group", "g", "--exit-at-end"]) }
+        #expect(ConsumeCommand.helpMessage().contains("no committed offset"))
+    }
+
     @Test func produceAndConsumeShareTheConnectionFlags() throws {
         let produce = try ProduceCommand.parse(["--stream", "orders", "--api-key", "k", "--api-secret", "s", "--brokers", "h:1"])
         let configuration = try produce.producerConfiguration(environment: ["EVENTFLOW_BROKERS": "ignored:2"])

@@ -45,6 +45,25 @@ final class FakeBroker: Sendable {
         /// Produce answers to replace with this error, one per partition answer, first come first served.
         var injectedProduceErrors: [ErrorCode] = []
         var authenticated = false
+        var port = 0
+        var group = FakeGroup()
+    }
+
+    /// A single consumer group's coordinator, as far as the group consumer's tests need: every
+    /// JoinGroup completes a generation at once (no waiting for other members), with the joiner as
+    /// leader; `phantomMembers` are members that only exist here (their subscription is handed to
+    /// the leader, their assignment is recorded); a test forces a rebalance or an error.
+    struct FakeGroup: Sendable {
+        var generationId: Int32 = 0
+        var members: [String: ByteBuffer] = [:]
+        var phantomMembers: [String: ByteBuffer] = [:]
+        var protocolName = ""
+        var leader = ""
+        var assignments: [String: ByteBuffer] = [:]
+        var committed: [StreamPartition: Int64] = [:]
+        var nextMemberNumber = 1
+        /// Heartbeats are answered REBALANCE_IN_PROGRESS until the next JoinGroup.
+        var rebalancePending = false
     }
 
     final class Shared: Sendable {
@@ -74,7 +93,17 @@ final class FakeBroker: Sendable {
             .bind(host: "127.0.0.1", port: 0)
             .get()
         port = channel.localAddress?.port ?? 0
+        let bound = port
+        state.mutex.withLock { $0.port = bound }
     }
+
+    func requests<T>(_ pick: (KafkaRequest) -> T?) -> [T] { requests.compactMap { pick($0.body) } }
+
+    var joinGroupRequests: [JoinGroupRequest] { requests { if case .joinGroup(let r) = $0 { r } else { nil } } }
+    var offsetCommitRequests: [OffsetCommitRequest] { requests { if case .offsetCommit(let r) = $0 { r } else { nil } } }
+    var leaveGroupRequests: [LeaveGroupRequest] { requests { if case .leaveGroup(let r) = $0 { r } else { nil } } }
+    var syncGroupRequests: [SyncGroupRequest] { requests { if case .syncGroup(let r) = $0 { r } else { nil } } }
+    var committed: [StreamPartition: Int64] { withState { $0.group.committed } }
 
     func close() async {
         try? await channel.close()
@@ -254,6 +283,47 @@ final class FakeBroker: Sendable {
             return .listOffsets(answerListOffsets(listOffsets, version: request.header.apiVersion, state: state))
         case .initProducerId:
             return .initProducerId(InitProducerIdResponse(producerId: producerId, producerEpoch: 0))
+        case .findCoordinator:
+            return .findCoordinator(FindCoordinatorResponse(nodeId: 1, host: "127.0.0.1", port: Int32(state.port)))
+        case .joinGroup(let join):
+            return .joinGroup(answerJoin(join, state: &state.group))
+        case .syncGroup(let sync):
+            var group = state.group
+            defer { state.group = group }
+            guard sync.generationId == group.generationId else { return .syncGroup(SyncGroupResponse(errorCode: .illegalGeneration, assignment: ByteBuffer())) }
+            guard group.members[sync.memberId] != nil else { return .syncGroup(SyncGroupResponse(errorCode: .unknownMemberId, assignment: ByteBuffer())) }
+            if sync.memberId == group.leader {
+                for assignment in sync.assignments { group.assignments[assignment.memberId] = assignment.assignment }
+            }
+            return .syncGroup(SyncGroupResponse(assignment: group.assignments[sync.memberId] ?? ByteBuffer()))
+        case .heartbeat(let heartbeat):
+            let code: ErrorCode = if state.group.members[heartbeat.memberId] == nil { .unknownMemberId }
+                else if heartbeat.generationId != state.group.generationId { .illegalGeneration }
+                else if state.group.rebalancePending { .rebalanceInProgress }
+                else { .noError }
+            return .heartbeat(HeartbeatResponse(errorCode: code))
+        case .offsetCommit(let commit):
+            let code: ErrorCode = commit.generationId == state.group.generationId ? .noError : .illegalGeneration
+            if code == .noError {
+                for topic in commit.topics {
+                    for partition in topic.partitions {
+                        state.group.committed[StreamPartition(stream: topic.name, partition: partition.partitionIndex)] = partition.committedOffset
+                    }
+                }
+            }
+            return .offsetCommit(OffsetCommitResponse(topics: commit.topics.map { topic in
+                .init(name: topic.name, partitions: topic.partitions.map { .init(partitionIndex: $0.partitionIndex, errorCode: code) })
+            }))
+        case .offsetFetch(let fetch):
+            return .offsetFetch(OffsetFetchResponse(topics: (fetch.topics ?? []).map { topic in
+                .init(name: topic.name, partitions: topic.partitionIndexes.map { partition in
+                    .init(partitionIndex: partition,
+                          committedOffset: state.group.committed[StreamPartition(stream: topic.name, partition: partition)] ?? -1)
+                })
+            }))
+        case .leaveGroup(let leave):
+            let known = state.group.members.removeValue(forKey: leave.memberId) != nil
+            return .leaveGroup(LeaveGroupResponse(errorCode: known ? .noError : .unknownMemberId))
         case .produce(let produce):
             let responses = produce.topicData.map { topic in
                 ProduceResponse.TopicResponse(name: topic.name, partitionResponses: topic.partitionData.map { data in
@@ -265,6 +335,32 @@ final class FakeBroker: Sendable {
         default:
             return nil
         }
+    }
+
+    private static func answerJoin(_ join: JoinGroupRequest, state group: inout FakeGroup) -> JoinGroupResponse {
+        // KIP-394, as the broker does from v4: a first join gets its member id and must come back with it.
+        if join.memberId.isEmpty {
+            let id = "consumer-\(group.nextMemberNumber)"
+            group.nextMemberNumber += 1
+            return JoinGroupResponse(errorCode: .memberIdRequired, generationId: -1, protocolName: "", leader: "",
+                                     memberId: id, members: [])
+        }
+        guard let chosen = join.protocols.first(where: { proto in
+            group.phantomMembers.isEmpty || group.protocolName.isEmpty || proto.name == group.protocolName
+        }) ?? join.protocols.first else {
+            return JoinGroupResponse(errorCode: .inconsistentGroupProtocol, generationId: -1, protocolName: "", leader: "",
+                                     memberId: join.memberId, members: [])
+        }
+        group.members[join.memberId] = chosen.metadata
+        group.generationId += 1
+        group.protocolName = chosen.name
+        group.leader = join.memberId
+        group.rebalancePending = false
+        group.assignments = [:]
+        let everyone = group.members.merging(group.phantomMembers) { mine, _ in mine }
+        return JoinGroupResponse(generationId: group.generationId, protocolName: chosen.name, leader: join.memberId,
+                                 memberId: join.memberId,
+                                 members: everyone.keys.sorted().map { .init(memberId: $0, metadata: everyone[$0]!) })
     }
 
     private static func store(_ stream: String, _ data: ProduceRequest.PartitionData, state: inout State,

@@ -165,4 +165,22 @@ struct FetchPipelineTests {
         let fetched = FetchedRecords.parse(cut, partition: orders0, fetchOffset: 0, partitionFetchBytes: 100)
         #expect(fetched.corruption == .batchTooLarge(stream: "orders", partition: 0, offset: 0, fetchBytes: 100))
     }
+
+    @Test func aRevokedPartitionsFetchedRecordsAreDroppedAndItsBytesReleased() throws {
+        var pipeline = FetchPipeline(settings: settings())
+        pipeline.assign([(orders0, .offset(0)), (orders1, .offset(0))])
+        let step = pipeline.nextStep(now: now)
+        guard case .fetch(let fetchPlan) = step else { Issue.record("expected a fetch, got \(step)"); return }
+        let first = try records(base: 0, count: 3, partition: orders0)
+        let second = try records(base: 0, count: 2, partition: orders1)
+        pipeline.fetchAnswered(fetchPlan, answers: [orders0: .records(first), orders1: .records(second)], now: now)
+        #expect(pipeline.bufferedBytes == first.byteCount + second.byteCount)
+        pipeline.revoke([orders0])
+        #expect(pipeline.bufferedBytes == second.byteCount)
+        #expect(pipeline.deliveriesWaiting == 1)
+        guard case .batches(let partition, _, _, _)? = pipeline.take(releasing: 0) else { Issue.record("expected orders/1's batch"); return }
+        #expect(partition == orders1)
+        // orders/0 is no longer fetched.
+        #expect(pipeline.nextStep(now: now) == plan([(orders1, 2)]))
+    }
 }
