@@ -310,6 +310,8 @@ public final class EventFlowConsumer: Service, Sendable {
         let wanted: [(stream: String, partition: Int32?, start: ConsumerConfiguration.StartOffset)] = switch configuration.assignment {
         case .partitions(let list): list.map { ($0.stream, Optional($0.partition), $0.start) }
         case .streams(let list): list.map { ($0.stream, nil, $0.start) }
+        // The group loop assigns group partitions; the fetch loop never resolves them itself.
+        case .group: []
         }
         var names: [String] = []
         for entry in wanted where !names.contains(entry.stream) { names.append(entry.stream) }

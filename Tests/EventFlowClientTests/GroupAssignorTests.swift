@@ -1,4 +1,5 @@
 @testable import EventFlowClient
+import EventFlowProtocol
 import Testing
 
 /// The assignors against the examples of Kafka's RangeAssignor and RoundRobinAssignor javadoc

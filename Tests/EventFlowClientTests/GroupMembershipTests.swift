@@ -144,8 +144,14 @@ struct GroupMembershipTests {
     @Test func autoCommitSendsWhatWasDeliveredSinceTheLastCommit() {
         var membership = stable([10, -1])
         let epoch = membership.epoch(of: orders0)!
-        #expect(membership.deliver(orders0, offset: 10, epoch: epoch))
-        #expect(membership.deliver(orders0, offset: 11, epoch: epoch))
+        do {
+            let outcome = membership.deliver(orders0, offset: 10, epoch: epoch)
+            #expect(outcome)
+        }
+        do {
+            let outcome = membership.deliver(orders0, offset: 11, epoch: epoch)
+            #expect(outcome)
+        }
         membership.heartbeatAnswered(HeartbeatResponse(), now: ms(4_000))
         guard case .commit(let commit) = membership.nextAction(now: ms(5_000)) else { Issue.record("expected OffsetCommit"); return }
         #expect(commit.generationId == 5 && commit.memberId == "m-1")
@@ -160,9 +166,15 @@ struct GroupMembershipTests {
 
     @Test func aManualCommitWaitsForItsAnswer() {
         var membership = stable(autoCommit: false)
-        #expect(membership.commitRequested(waiter: 1) == .nothingToCommit)
+        do {
+            let outcome = membership.commitRequested(waiter: 1)
+            #expect(outcome == .nothingToCommit)
+        }
         _ = membership.deliver(orders1, offset: 0, epoch: membership.epoch(of: orders1)!)
-        #expect(membership.commitRequested(waiter: 2) == .queued)
+        do {
+            let outcome = membership.commitRequested(waiter: 2)
+            #expect(outcome == .queued)
+        }
         guard case .commit(let commit) = membership.nextAction(now: start) else { Issue.record("expected OffsetCommit"); return }
         #expect(commit.topics == [.init(name: "orders", partitions: [.init(partitionIndex: 1, committedOffset: 1)])])
         let settled = membership.commitAnswered(OffsetCommitResponse(topics: [.init(name: "orders", partitions: [.init(partitionIndex: 1)])]), now: start)
@@ -183,11 +195,26 @@ struct GroupMembershipTests {
     @Test func storeOffsetMarksWhatTheNextCommitSends() {
         var membership = stable(autoCommit: false, storesOnDelivery: false)
         let epoch = membership.epoch(of: orders0)!
-        #expect(membership.deliver(orders0, offset: 0, epoch: epoch))
-        #expect(membership.deliver(orders0, offset: 1, epoch: epoch))
-        #expect(membership.commitRequested(waiter: 1) == .nothingToCommit)
-        #expect(membership.store(orders0, offset: 0))
-        #expect(!membership.store(StreamPartition(stream: "orders", partition: 9), offset: 0))
+        do {
+            let outcome = membership.deliver(orders0, offset: 0, epoch: epoch)
+            #expect(outcome)
+        }
+        do {
+            let outcome = membership.deliver(orders0, offset: 1, epoch: epoch)
+            #expect(outcome)
+        }
+        do {
+            let outcome = membership.commitRequested(waiter: 1)
+            #expect(outcome == .nothingToCommit)
+        }
+        do {
+            let outcome = membership.store(orders0, offset: 0)
+            #expect(outcome)
+        }
+        do {
+            let outcome = membership.store(StreamPartition(stream: "orders", partition: 9), offset: 0)
+            #expect(!outcome)
+        }
         _ = membership.commitRequested(waiter: 2)
         guard case .commit(let commit) = membership.nextAction(now: start) else { Issue.record("expected OffsetCommit"); return }
         #expect(commit.topics.first?.partitions.first?.committedOffset == 1)
@@ -201,7 +228,10 @@ struct GroupMembershipTests {
         membership.heartbeatAnswered(HeartbeatResponse(errorCode: .rebalanceInProgress), now: ms(3_000))
         #expect(membership.nextAction(now: ms(3_000)) == .stopDelivering([orders0, orders1]))
         // From now on no record of the old assignment is delivered.
-        #expect(!membership.deliver(orders0, offset: 5, epoch: epoch))
+        do {
+            let outcome = membership.deliver(orders0, offset: 5, epoch: epoch)
+            #expect(!outcome)
+        }
         guard case .commit(let commit) = membership.nextAction(now: ms(3_000)) else { Issue.record("expected the commit before the revoke"); return }
         #expect(commit.generationId == 5 && commit.topics.first?.partitions == [.init(partitionIndex: 0, committedOffset: 5)])
         _ = membership.commitAnswered(OffsetCommitResponse(topics: [.init(name: "orders", partitions: [.init(partitionIndex: 0)])]), now: ms(3_001))
@@ -286,7 +316,10 @@ struct GroupMembershipTests {
         #expect(membership.nextAction(now: ms(11)) == .leave(LeaveGroupRequest(groupId: "billing", memberId: "m-1")))
         membership.leaveAnswered(LeaveGroupResponse())
         #expect(membership.nextAction(now: ms(12)) == .finished)
-        #expect(membership.commitRequested(waiter: 1) == .rejected(.commitFailed("the consumer is shutting down")))
+        do {
+            let outcome = membership.commitRequested(waiter: 1)
+            #expect(outcome == .rejected(.commitFailed("the consumer is shutting down")))
+        }
     }
 
     @Test func shutdownWithoutAutoCommitLeavesWithoutCommitting() {
