@@ -170,15 +170,7 @@ extension ConsumerConfiguration.GroupSettings {
         if autoCommitIntervalMilliseconds < 1 { return "autoCommitIntervalMilliseconds must be positive" }
         if let start = startWithoutCommittedOffset, !ConsumerConfiguration.isValid(start) { return "startWithoutCommittedOffset is negative" }
         if rebalanceEventsBufferedMax < 1 { return "rebalanceEventsBufferedMax must be positive" }
-        if let id = groupInstanceId {
-            if id.isEmpty { return "groupInstanceId is empty" }
-            // JoinGroup v5 carries the instance id; the codec's JoinGroupRequest has no field for
-            // it yet. Joining as a dynamic member while skipping the LeaveGroup would be wrong.
-            if !Self.codecCarriesGroupInstanceId { return "groupInstanceId needs JoinGroup v5, which the codec does not carry yet" }
-        }
+        if let id = groupInstanceId, id.isEmpty { return "groupInstanceId is empty" }
         return nil
     }
-
-    /// Flipped when JoinGroupRequest gains `groupInstanceId` (issue 11, the codec's part).
-    static let codecCarriesGroupInstanceId = false
 }

@@ -162,7 +162,8 @@ public final class EventFlowConsumer: Service, Sendable {
                         }
                     }
                     shared.withMembership { $0.coordinatorFound(response, now: now()) }
-                case .join(let message, _):
+                case .join(var message, let groupInstanceId):
+                    message.groupInstanceId = groupInstanceId
                     let response = try await request(message, on: active)
                     shared.withMembership { $0.joinAnswered(response, now: now()) }
                 case .lookUpPartitionCounts(let streams):
