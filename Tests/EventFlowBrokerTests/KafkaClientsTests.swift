@@ -167,4 +167,79 @@ import Testing
         #expect(candidates.contains(lastEvent))
         await harness.broker.shutdown()
     }
+
+    /// EventFlow's consumer in group mode until it has read nothing for `idleSeconds` after its
+    /// first assignment; what it read, in order.
+    static func swiftGroupMember(_ harness: BrokerHarness, group: String, idleSeconds: Double = 5) async throws -> [ClientRecord] {
+        var configuration = ConsumerConfiguration(
+            assignment: .group(id: group, streams: ["orders"]),
+            brokers: [BrokerAddress(host: "localhost", port: harness.broker.port)],
+            credentials: APIKeyCredentials(keyID: harness.key.key.id.uuidString, secret: harness.key.secret),
+            security: .tls(caFilePath: harness.certificates.certificateAuthority))
+        configuration.autoOffsetReset = .earliest
+        configuration.group.sessionTimeoutMilliseconds = 10_000
+        configuration.group.heartbeatIntervalMilliseconds = 1_000
+        let consumer = try EventFlowConsumer(configuration: configuration, logger: Logger(label: "test.group-consumer"))
+        let running = Task { try await consumer.run() }
+        let progress = ReadProgress()
+        let reading = Task {
+            for try await message in consumer.messages {
+                progress.add(ClientRecord(partition: message.partition, offset: message.offset, key: hex(message.key),
+                                          value: hex(message.value), headers: message.headers.map { [$0.key, hex($0.value)] }))
+            }
+        }
+        let started = ContinuousClock.now
+        var assigned = false
+        var events = consumer.events.makeAsyncIterator()
+        // The first assignment (the group formed), then quiet for idleSeconds.
+        while !assigned, ContinuousClock.now - started < .seconds(60) {
+            if case .assigned? = await events.next() { assigned = true }
+        }
+        while ContinuousClock.now - progress.lastRead(or: started) < .seconds(idleSeconds), ContinuousClock.now - started < .seconds(60) {
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        consumer.triggerGracefulShutdown()
+        try await running.value
+        _ = try? await reading.value
+        return progress.records
+    }
+
+    @Test func theSwiftConsumerConfluentKafkaAndKafkaPythonShareOneGroup() async throws {
+        let harness = try await BrokerHarness.start(partitions: 6)
+        let acked = try await Self.run("confluent", "produce", harness, count: 600)
+            .map { try JSONDecoder().decode(ClientRecord.self, from: Data($0.utf8)) }
+        try #require(acked.count == 600)
+        async let swift = Self.swiftGroupMember(harness, group: "mixed")
+        async let confluent = Self.run("confluent", "group", harness, group: "mixed")
+        async let python = Self.run("kafka-python", "group", harness, group: "mixed")
+        let fromPython = try await (confluent + python).map { try JSONDecoder().decode(ClientRecord.self, from: Data($0.utf8)) }
+        let fromSwift = try await swift
+        let read = fromPython + fromSwift
+        #expect(Set(read) == Set(acked), "every record read by one of the three")
+        #expect(read.count - Set(read).count <= 12, "duplicates only from work not yet committed at a rebalance")
+        let db = try harness.database()
+        defer { db.close() }
+        let committed = try GroupOffsets.committed(db, group: "mixed", streamID: harness.stream.id)
+        var highWatermarks: [Int32: Int64] = [:]
+        for record in acked { highWatermarks[record.partition] = max(highWatermarks[record.partition] ?? 0, record.offset + 1) }
+        #expect(Dictionary(uniqueKeysWithValues: committed.map { ($0.partition, $0.offset) }) == highWatermarks)
+        await harness.broker.shutdown()
+    }
+}
+
+/// Records read by a consumer task, and when the last one arrived.
+final class ReadProgress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [KafkaClientsTests.ClientRecord] = []
+    private var last: ContinuousClock.Instant?
+
+    func add(_ record: KafkaClientsTests.ClientRecord) {
+        lock.withLock {
+            stored.append(record)
+            last = .now
+        }
+    }
+
+    var records: [KafkaClientsTests.ClientRecord] { lock.withLock { stored } }
+    func lastRead(or fallback: ContinuousClock.Instant) -> ContinuousClock.Instant { lock.withLock { last ?? fallback } }
 }
