@@ -62,3 +62,62 @@ import Testing
         await restarted.shutdown()
     }
 }
+
+/// The group APIs over a raw connection: Kafka's error codes for bad input, the connection and
+/// the group keep working; commits from outside group management for an empty group.
+@Suite struct GroupRequestTests {
+    @Test func badGroupRequestsGetKafkasErrorsAndTheConnectionKeepsServing() async throws {
+        let harness = try await BrokerHarness.start(partitions: 2)
+        let db = try harness.database()
+        defer { db.close() }
+        let other = try Organizations.create(db, name: "other")
+        _ = try Streams.create(db, org: other, name: "secret")
+        let connection = try await harness.authenticatedConnection()
+
+        let (_, heartbeat) = try await connection.call(HeartbeatRequest(groupId: "nobody", generationId: 3, memberId: "m"), version: 3)
+        #expect(heartbeat.errorCode == .unknownMemberId)
+        let (_, shortSession) = try await connection.call(JoinGroupRequest(
+            groupId: "g", sessionTimeoutMs: 1_000, rebalanceTimeoutMs: 5_000, memberId: "", protocolType: "consumer",
+            protocols: [.init(name: "range", metadata: ByteBuffer(bytes: [0]))]), version: 5)
+        #expect(shortSession.errorCode == .invalidSessionTimeout)
+        let (_, emptyID) = try await connection.call(JoinGroupRequest(
+            groupId: "", sessionTimeoutMs: 10_000, memberId: "", protocolType: "consumer",
+            protocols: [.init(name: "range", metadata: ByteBuffer(bytes: [0]))]), version: 5)
+        #expect(emptyID.errorCode == .invalidGroupId)
+        let (_, required) = try await connection.call(JoinGroupRequest(
+            groupId: "g", sessionTimeoutMs: 10_000, memberId: "", protocolType: "consumer",
+            protocols: [.init(name: "range", metadata: ByteBuffer(bytes: [0]))]), version: 4)
+        #expect(required.errorCode == .memberIdRequired)
+        #expect(!required.memberId.isEmpty)
+        let (_, stale) = try await connection.call(OffsetCommitRequest(groupId: "g", generationId: 7, memberId: "ghost", topics: [
+            .init(name: "orders", partitions: [.init(partitionIndex: 0, committedOffset: 1)])]), version: 7)
+        #expect(stale.topics.first?.partitions.first?.errorCode == .unknownMemberId)
+
+        // From outside group management (kcat -C, manual assignment): generation -1, no member id.
+        let (_, manual) = try await connection.call(OffsetCommitRequest(groupId: "manual", topics: [
+            .init(name: "orders", partitions: [.init(partitionIndex: 0, committedOffset: 0, committedMetadata: "m0"),
+                                               .init(partitionIndex: 7, committedOffset: 1)]),
+            .init(name: "secret", partitions: [.init(partitionIndex: 0, committedOffset: 1)])]), version: 7)
+        #expect(manual.topics.map { $0.partitions.map(\.errorCode) } == [[.noError, .unknownTopicOrPartition], [.unknownTopicOrPartition]])
+        let (_, fetched) = try await connection.call(OffsetFetchRequest(groupId: "manual", topics: [
+            .init(name: "orders", partitionIndexes: [0, 1])]), version: 5)
+        #expect(fetched.topics.first?.partitions.map(\.committedOffset) == [0, -1])
+        #expect(fetched.topics.first?.partitions.first?.metadata == "m0")
+        let (_, all) = try await connection.call(OffsetFetchRequest(groupId: "manual", topics: nil), version: 5)
+        #expect(all.topics.map(\.name) == ["orders"])
+        let (_, listed) = try await connection.call(ListGroupsRequest(), version: 2)
+        #expect(listed.groups.map(\.groupId).contains("manual"))
+        let (_, described) = try await connection.call(DescribeGroupsRequest(groups: ["manual", "unknown"]), version: 4)
+        #expect(described.groups.map(\.groupState) == ["Empty", "Dead"])
+        let (_, deleted) = try await connection.call(DeleteGroupsRequest(groupsNames: ["manual", "unknown"]), version: 1)
+        #expect(deleted.results.map(\.errorCode) == [.noError, .groupIdNotFound])
+        let (_, gone) = try await connection.call(OffsetFetchRequest(groupId: "manual", topics: [.init(name: "orders", partitionIndexes: [0])]), version: 5)
+        #expect(gone.topics.first?.partitions.first?.committedOffset == -1)
+
+        // Still serving.
+        let (_, metadata) = try await connection.call(MetadataRequest(topics: ["orders"]), version: 7)
+        #expect(metadata.topics.first?.partitions.count == 2)
+        await connection.close()
+        await harness.broker.shutdown()
+    }
+}
