@@ -195,8 +195,8 @@ MAX_RATE=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))[
 # (a) Tail read: the last events of the run above, committed seconds ago, from the tail cache.
 # `messages` is what an application iterates; `skip` reads and checks every record without building
 # messages, which separates the consumer's message cost from the fetch path.
-consume_alone consume-tail --from "-$TAIL_PER_PARTITION" --until-end --read messages
-consume_alone consume-tail-skip --from "-$TAIL_PER_PARTITION" --until-end --read skip
+consume_alone consume-tail --from="-$TAIL_PER_PARTITION" --until-end --read messages
+consume_alone consume-tail-skip --from="-$TAIL_PER_PARTITION" --until-end --read skip
 
 # (d) Max-rate ingest with a tail consumer attached: its ratio to eventflow-max is in the report.
 PRODUCER_FLAGS=(--connections "$CONNECTIONS")

@@ -129,7 +129,7 @@ if [ -x "$EVENTFLOW" ]; then
     EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" consume --stream smoke --from beginning --until-end \
         --quiet --json "$WORK/consume.json" \
         && check_result "consume from the beginning (messages)" "$WORK/consume.json" consume || fail "consume (exit status)"
-    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" consume --stream smoke --from -100 --until-end \
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" consume --stream smoke --from=-100 --until-end \
         --read skip --connections 2 --quiet --json "$WORK/consume-skip.json" \
         && check_result "consume the last 100 per partition (skip, 2 connections)" "$WORK/consume-skip.json" consume \
         || fail "consume --read skip (exit status)"
