@@ -197,6 +197,8 @@ MAX_RATE=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))[
 # messages, which separates the consumer's message cost from the fetch path.
 consume_alone consume-tail --from="-$TAIL_PER_PARTITION" --until-end --read messages
 consume_alone consume-tail-skip --from="-$TAIL_PER_PARTITION" --until-end --read skip
+# Two consumers (one per core of this machine), the partitions dealt out between them.
+consume_alone consume-tail-2 --from="-$TAIL_PER_PARTITION" --until-end --read messages --connections 2
 
 # (d) Max-rate ingest with a tail consumer attached: its ratio to eventflow-max is in the report.
 PRODUCER_FLAGS=(--connections "$CONNECTIONS")

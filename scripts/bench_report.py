@@ -98,7 +98,7 @@ def main():
         sorted((n for n in runs if n.startswith("eventflow-rate-")), key=lambda n: int(n.rsplit("-", 1)[1])) + \
         sorted(n for n in runs if n.startswith("eventflow-connections-")) + \
         sorted(n for n in runs if n.startswith("eventflow-overload")) + \
-        ["consume-tail", "consume-tail-skip", "consume-catch-up", "eventflow-max-tail-consumer", "consume-max-tail",
+        ["consume-tail", "consume-tail-skip", "consume-tail-2", "consume-catch-up", "eventflow-max-tail-consumer", "consume-max-tail",
          "eventflow-e2e-50", "consume-e2e-50"]
     for name in order:
         run = runs.get(name)
@@ -141,6 +141,7 @@ def consume_summary(runs, ratios):
 
     for name, label, target in [("consume-tail", "tail read (messages)", 2_000_000),
                                 ("consume-tail-skip", "tail read (skip)", 2_000_000),
+                                ("consume-tail-2", "tail read (messages, 2 consumers)", 2_000_000),
                                 ("consume-catch-up", "catch-up from PostgreSQL", 1_000_000)]:
         run = runs.get(name)
         if run:

@@ -4,6 +4,9 @@ consume runs: which thread (broker event loop, catch-up thread, writer, PostgreS
 consumer) bounds a run when `perf` has no counters to sample.
 
 Usage: thread-cpu.py SECONDS [OUT.json]   (prints the busiest threads; writes them all as JSON)
+
+Snapshots every 0.2 s and sums the differences, so a process that exits inside the interval (a
+finite consumer read) keeps what it used up to its last snapshot.
 """
 import json
 import os
@@ -11,6 +14,7 @@ import sys
 import time
 
 TICKS = os.sysconf("SC_CLK_TCK")
+SNAPSHOT_SECONDS = 0.2
 
 
 def snapshot():
@@ -38,14 +42,22 @@ def snapshot():
 
 def main():
     seconds = float(sys.argv[1])
-    before = snapshot()
+    previous = snapshot()
     start = time.monotonic()
-    time.sleep(seconds)
-    after = snapshot()
+    spent_by_thread = {}
+    names = {}
+    while time.monotonic() - start < seconds:
+        time.sleep(min(SNAPSHOT_SECONDS, max(seconds - (time.monotonic() - start), 0.01)))
+        current = snapshot()
+        for key, (process, command, name, ticks) in current.items():
+            if key in previous:
+                spent_by_thread[key] = spent_by_thread.get(key, 0) + ticks - previous[key][3]
+            names[key] = (process, command, name)
+        previous = current
     elapsed = time.monotonic() - start
     rows = []
-    for key, (process, command, name, ticks) in after.items():
-        spent = ticks - before.get(key, (None, None, None, 0))[3]
+    for key, spent in spent_by_thread.items():
+        process, command, name = names[key]
         if spent > 0:
             rows.append({"pid": key[0], "tid": key[1], "process": process, "command": command, "thread": name,
                          "cpu_percent": round(100.0 * spent / TICKS / elapsed, 1)})
