@@ -8,6 +8,11 @@
 #   3. a latency sweep at 10/25/50/75% of the measured max rate
 #   4. 1,000 connections at max rate (against 8 in run 1)
 #   5. an overload of the broker alone (pre-built batches, 1 GiB of requests in flight) while its RSS is sampled
+# and the consume runs (Swift consumer, `eventflow-loadgen consume`, TLS):
+#   a. tail read: the last events of run 1, just committed, read from the tail cache, no producers running
+#   b. catch-up: the first 10 M stored events read from offset 0 by a broker restarted with no tail cache
+#   c. end to end: produce -> consume latency at 50% of run 1's rate (send time stamped into each event)
+#   d. max-rate ingest with a tail consumer attached, against run 1
 # and writes every result into one JSON file ($BENCH_OUT/bench.json) and prints a table with the ratios.
 #
 # Environment:
@@ -23,8 +28,12 @@ CONFIG=${BENCH_CONFIG:-release}
 OUT=${BENCH_OUT:-bench-results}
 if [ "${BENCH_TINY:-0}" = 1 ]; then
     DURATION=2; WARMUP=1; SWEEP_DURATION=2; MANY_CONNECTIONS=50
+    TAIL_PER_PARTITION=20000; CATCH_UP_EVENTS=200000
 else
     DURATION=30; WARMUP=5; SWEEP_DURATION=15; MANY_CONNECTIONS=1000
+    # 8 x 400k events at ~59 LZ4 bytes each (`eventflow-loadgen sample`): ~190 MB, inside the
+    # default 256 MiB tail cache.
+    TAIL_PER_PARTITION=400000; CATCH_UP_EVENTS=10000000
 fi
 CONNECTIONS=8
 
@@ -43,6 +52,8 @@ done
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 rm -f "$OUT"/*.json "$OUT"/*.hgrm "$OUT"/*.svg "$OUT"/*.txt
+rm -rf "$OUT/threads"
+mkdir -p "$OUT/threads"
 WORK=$(mktemp -d /tmp/eventflow-bench.XXXXXX)
 # The embedded cluster runs as the unprivileged `postgres` user when we are root.
 chmod 755 "$WORK"
@@ -68,13 +79,14 @@ else
     LOADGEN_TLS=(--ca "$DATA/tls/ca.pem")
 fi
 
-echo "== machine"
-lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core)' || true
-echo "== starting eventflow serve on 127.0.0.1:$PORT (data in $DATA)"
-"$EVENTFLOW" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --log-level warning ${TLS_FLAGS[@]+"${TLS_FLAGS[@]}"} \
-    >"$WORK/serve.log" 2>&1 &
-SERVE_PID=$!
-python3 - "$PORT" "$SERVE_PID" <<'PY' || { echo "bench: the broker did not start:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+# start_broker [serve flags...]: starts `eventflow serve` on the data folder, waits for its port,
+# and samples its resident memory once a second (to show it stays flat under load).
+start_broker() {
+    echo "== starting eventflow serve on 127.0.0.1:$PORT (data in $DATA) $*"
+    "$EVENTFLOW" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --log-level warning ${TLS_FLAGS[@]+"${TLS_FLAGS[@]}"} \
+        "$@" >>"$WORK/serve.log" 2>&1 &
+    SERVE_PID=$!
+    python3 - "$PORT" "$SERVE_PID" <<'PY' || { echo "bench: the broker did not start:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
 import os, socket, sys, time
 port, pid = int(sys.argv[1]), int(sys.argv[2])
 deadline = time.time() + 120
@@ -90,12 +102,23 @@ while time.time() < deadline:
         time.sleep(0.2)
 sys.exit(1)
 PY
+    local pid=$SERVE_PID
+    (while kill -0 "$pid" 2>/dev/null; do
+        awk -v t="$(date +%s)" '/^VmRSS/ {print t, $2}' "/proc/$pid/status" 2>/dev/null || true
+        sleep 1
+    done >>"$OUT/broker-rss.txt") &
+}
 
-# The broker's resident memory once a second, to show it stays flat under load.
-(while kill -0 "$SERVE_PID" 2>/dev/null; do
-    awk -v t="$(date +%s)" '/^VmRSS/ {print t, $2}' "/proc/$SERVE_PID/status" 2>/dev/null || true
-    sleep 1
-done >"$OUT/broker-rss.txt") &
+stop_broker() {
+    kill -TERM "$SERVE_PID"
+    wait "$SERVE_PID" 2>/dev/null || true
+    SERVE_PID=
+}
+
+echo "== machine"
+lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core)' || true
+echo "== load before: $(uptime)" | tee "$OUT/load.txt"
+start_broker
 
 "$EVENTFLOW" org create bench --data-dir "$DATA" >/dev/null
 "$EVENTFLOW" apikey create --org bench --label bench --data-dir "$DATA" --json >"$WORK/key.json"
@@ -118,16 +141,69 @@ settle() { sync; sleep 2; }
 produce() {  # name, then loadgen flags
     local name=$1; shift
     echo "== $name"
-    settle
+    [ "${ATTACHED:-0}" = 1 ] || settle
     mark "$name" start
     "$LOADGEN" --stream ingest ${LOADGEN_TLS[@]+"${LOADGEN_TLS[@]}"} --acks=-1 "${COMMON[@]}" \
         --json "$OUT/$name.json" --hgrm "$OUT/$name.hgrm" "$@" || FAILED+=("$name")
     mark "$name" end
 }
 
+# threads NAME SECONDS [DELAY]: every thread's CPU share on the machine over SECONDS, starting after
+# DELAY, into threads/NAME.json (which thread bounds a consume run: perf has no counters on this VM).
+threads() {
+    (sleep "${3:-0}"; python3 scripts/thread-cpu.py "$2" "$OUT/threads/$1.json" >"$OUT/threads/$1.txt") &
+    THREADS_PID=$!
+}
+# consume NAME, then consume flags: the Swift consumer (`eventflow-loadgen consume`) on the stream.
+consume() {
+    local name=$1; shift
+    "$LOADGEN" consume --stream ingest ${LOADGEN_TLS[@]+"${LOADGEN_TLS[@]}"} --message-size 100 \
+        --json "$OUT/$name.json" "$@" || { FAILED+=("$name"); return 1; }
+}
+# consume_alone NAME, then consume flags: a read with nothing else running; its threads sampled for
+# the first seconds (finite reads end on their own).
+consume_alone() {
+    local name=$1; shift
+    echo "== $name"
+    settle
+    mark "$name" start
+    threads "$name" "$THREAD_SAMPLE_SECONDS" 0.5
+    # Finite reads: --duration only bounds a read that is far slower than expected.
+    consume "$name" --duration 300 "$@" || true
+    wait "$THREADS_PID" 2>/dev/null || true
+    mark "$name" end
+}
+# attached PRODUCER-NAME CONSUMER-NAME SECONDS: a producer run (PRODUCER_FLAGS) with a tail consumer
+# (CONSUMER_FLAGS) attached from the end, both measuring the same window after the same warm-up.
+attached() {
+    local producer=$1 consumer=$2 seconds=$3
+    echo "== $producer + $consumer"
+    settle
+    threads "$producer" "$(( seconds > 3 ? seconds - 2 : 1 ))" "$((WARMUP + 1))"
+    consume "$consumer" --from end --warmup "$WARMUP" --duration "$seconds" --quiet "${CONSUMER_FLAGS[@]}" &
+    local consumer_pid=$!
+    ATTACHED=1 produce "$producer" "${PRODUCER_FLAGS[@]}" --duration "$seconds"
+    wait "$consumer_pid" || FAILED+=("$consumer")
+    wait "$THREADS_PID" 2>/dev/null || true
+}
+if [ "${BENCH_TINY:-0}" = 1 ]; then THREAD_SAMPLE_SECONDS=1; else THREAD_SAMPLE_SECONDS=3; fi
+
 produce eventflow-max --connections "$CONNECTIONS" --duration "$DURATION" --plot "$OUT/eventflow-max.svg"
 [ -f "$OUT/eventflow-max.json" ] || { echo "bench: the max-rate run produced no result" >&2; exit 1; }
 MAX_RATE=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["events_per_second"]))' "$OUT/eventflow-max.json")
+
+# (a) Tail read: the last events of the run above, committed seconds ago, from the tail cache.
+# `messages` is what an application iterates; `skip` reads and checks every record without building
+# messages, which separates the consumer's message cost from the fetch path.
+consume_alone consume-tail --from="-$TAIL_PER_PARTITION" --until-end --read messages
+consume_alone consume-tail-skip --from="-$TAIL_PER_PARTITION" --until-end --read skip
+# Two consumers (one per core of this machine), the partitions dealt out between them.
+consume_alone consume-tail-2 --from="-$TAIL_PER_PARTITION" --until-end --read messages --connections 2
+
+# (d) Max-rate ingest with a tail consumer attached: its ratio to eventflow-max is in the report.
+PRODUCER_FLAGS=(--connections "$CONNECTIONS")
+CONSUMER_FLAGS=(--read messages)
+attached eventflow-max-tail-consumer consume-max-tail "$DURATION"
 
 for mode in insert copy; do
     echo "== baseline-$mode"
@@ -144,6 +220,12 @@ for percent in 10 25 50 75; do
     produce "eventflow-rate-$percent" --connections "$CONNECTIONS" --duration "$SWEEP_DURATION" --rate "$rate"
 done
 
+# (c) End to end at 50% of the max rate: each event's id carries its send time (the intended one,
+# as the durable-ack latency uses), the consumer measures now - that time on the same clock.
+PRODUCER_FLAGS=(--connections "$CONNECTIONS" --rate "$((MAX_RATE / 2 > 0 ? MAX_RATE / 2 : 1))" --stamp-send-time)
+CONSUMER_FLAGS=(--read messages --latency --hgrm "$OUT/consume-e2e-50.hgrm")
+attached eventflow-e2e-50 consume-e2e-50 "$SWEEP_DURATION"
+
 produce "eventflow-connections-$MANY_CONNECTIONS" --connections "$MANY_CONNECTIONS" --duration "$SWEEP_DURATION"
 
 # Overload: 64 connections x 16 pipelined 1 MiB produce requests (1 GiB offered at once, 16x the
@@ -157,6 +239,14 @@ FAILED=("${FAILED[@]:0:$failed_before}")
 
 echo "== broker memory (VmHWM of eventflow serve)"
 grep -E 'VmHWM|VmRSS' "/proc/$SERVE_PID/status" | tee "$WORK/memory.txt" || true
+
+# (b) Catch-up: the broker restarted without a tail cache, so every fetch reads PostgreSQL
+# (the catch-up threads); the first CATCH_UP_EVENTS stored events from offset 0.
+echo "== restarting the broker with --tail-cache-bytes-max 0"
+stop_broker
+start_broker --tail-cache-bytes-max 0
+consume_alone consume-catch-up --from beginning --count "$CATCH_UP_EVENTS" --until-end --read messages
+echo "== load after: $(uptime)" | tee -a "$OUT/load.txt"
 
 python3 scripts/bench_report.py "$OUT" "$WORK/memory.txt"
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Seconds-long smoke test of eventflow-loadgen (called by `make test`; never asserts on speed):
-# both baselines on a fresh embedded PostgreSQL, the producer mode against `eventflow serve`
-# (TLS, development CA), and bad input: one clear line, non-zero exit, no JSON written.
+# both baselines on a fresh embedded PostgreSQL, the producer and consume modes against
+# `eventflow serve` (TLS, development CA), and bad input: one clear line, non-zero exit, no JSON written.
 #
 # LOADGEN_SMOKE_CONFIG=release to use release binaries (default: debug, as `make test` builds).
 set -euo pipefail
@@ -124,6 +124,28 @@ if [ -x "$EVENTFLOW" ]; then
     EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" --stream smoke --raw-batches --no-idempotent \
         --batch-bytes 65536 "${SHORT[@]}" --json "$WORK/raw.json" \
         && check_result "raw batches" "$WORK/raw.json" raw-batches || fail "raw batches (exit status)"
+    # The consumer: everything produced above from the beginning (messages, then the skip hook),
+    # then produce -> consume latency from stamped send times, a consumer attached to a producer.
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" consume --stream smoke --from beginning --until-end \
+        --quiet --json "$WORK/consume.json" \
+        && check_result "consume from the beginning (messages)" "$WORK/consume.json" consume || fail "consume (exit status)"
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" consume --stream smoke --from=-100 --until-end \
+        --read skip --connections 2 --quiet --json "$WORK/consume-skip.json" \
+        && check_result "consume the last 100 per partition (skip, 2 connections)" "$WORK/consume-skip.json" consume \
+        || fail "consume --read skip (exit status)"
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" consume --stream smoke --from end --latency \
+        --warmup 0.5 --duration 1.5 --quiet --json "$WORK/e2e.json" &
+    CONSUMER_PID=$!
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" --stream smoke --partitions 2 "${SHORT[@]}" \
+        --rate 2000 --stamp-send-time --json "$WORK/stamped.json" \
+        && check_result "producer with stamped send times" "$WORK/stamped.json" producer || fail "stamped producer (exit status)"
+    if wait "$CONSUMER_PID"; then
+        check_result "consume --latency beside the producer" "$WORK/e2e.json" consume
+    else
+        fail "consume --latency (exit status)"
+    fi
+    rejects "latency needs messages" "--latency" consume --stream smoke --latency --read skip
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET rejects "unknown stream to consume" "unknown stream" consume --stream nosuch --duration 1
     EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=wrong rejects "wrong secret" "authentication failed" --stream smoke "${SHORT[@]}"
 else
     echo "skip producer mode: $EVENTFLOW not built"

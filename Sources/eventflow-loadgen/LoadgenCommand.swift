@@ -1,14 +1,15 @@
 import ArgumentParser
 import Foundation
 
-/// `eventflow-loadgen`: the ingest load generator. The default subcommand drives the broker
-/// through the public producer API; `baseline` measures PostgreSQL alone for comparison.
+/// `eventflow-loadgen`: the load generator. The default subcommand drives the broker through the
+/// public producer API; `consume` reads through the public consumer; `baseline` measures
+/// PostgreSQL alone for comparison.
 @main
 struct Loadgen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eventflow-loadgen",
         abstract: "Load generator for EventFlow's ingest path, with PostgreSQL baselines.",
-        subcommands: [ProducerRun.self, Baseline.self, Sample.self],
+        subcommands: [ProducerRun.self, ConsumeRun.self, Baseline.self, Sample.self],
         defaultSubcommand: ProducerRun.self)
 
     /// Every failure is one line on stderr and exit status 1 (help and --version exit normally).
@@ -159,21 +160,29 @@ struct RunTiming: Sendable {
     /// Builds the result, writes the files, prints the summary; fails (status 1) when events failed.
     static func finish(mode: String, recorder: Recorder, samples: [IntervalSample], options: LoadOptions,
                        configuration: RunConfiguration) throws {
+        try finish(mode: mode, recorder: recorder, samples: samples, seconds: options.duration.value,
+                   messageSize: options.messageSize, outputs: options.outputs, configuration: configuration)
+    }
+
+    /// `seconds`: the measured window; `measuredSeconds` and `firstRecordMilliseconds` go into the result as given.
+    static func finish(mode: String, recorder: Recorder, samples: [IntervalSample], seconds: Double, messageSize: Int,
+                       outputs: OutputFiles, configuration: RunConfiguration, measuredSeconds: Double? = nil,
+                       firstRecordMilliseconds: Double? = nil, nothingDone: String = "no event was acknowledged") throws {
         if let fatal = recorder.fatalError { throw LoadgenFailure(fatal) }
         let state = recorder.state.withLock { $0 }
         if state.acknowledged == 0 {
-            throw LoadgenFailure("no event was acknowledged" + (state.firstError.map { ": \($0)" } ?? ""))
+            throw LoadgenFailure(nothingDone + (state.firstError.map { ": \($0)" } ?? ""))
         }
-        let seconds = options.duration.value
         let result = RunResult(
             mode: mode,
             eventsPerSecond: (Double(state.measuredEvents) / seconds).rounded(),
-            megabytesPerSecond: (Double(state.measuredEvents * options.messageSize) / seconds / 1e6 * 100).rounded() / 100,
+            megabytesPerSecond: (Double(state.measuredEvents * messageSize) / seconds / 1e6 * 100).rounded() / 100,
             events: state.measuredEvents, errors: state.errors, firstError: state.firstError,
             latencyMilliseconds: LatencySummary(state.measured), eventsAcknowledgedTotal: state.acknowledged,
-            config: configuration, timeline: samples)
+            config: configuration, timeline: samples, measuredSeconds: measuredSeconds,
+            firstRecordMilliseconds: firstRecordMilliseconds)
         do {
-            try options.outputs.write(result, histogram: state.measured)
+            try outputs.write(result, histogram: state.measured)
         } catch {
             throw LoadgenFailure("cannot write the result: \(error.localizedDescription)")
         }

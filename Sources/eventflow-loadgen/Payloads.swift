@@ -104,3 +104,48 @@ struct PayloadRing: Sendable {
         self.byteCount = byteCount
     }
 }
+
+/// A producer run's send time carried inside the event, so a consumer in another process can
+/// measure produce → consume latency against the same origin as the durable acknowledgement.
+///
+/// The time (CLOCK_MONOTONIC nanoseconds, one clock for every process of the machine) replaces
+/// the first 13 characters of the event's 26-character id, in the id's own Crockford base32
+/// (13 × 5 bits hold 64): the event keeps its size, stays valid JSON, and its id becomes
+/// ULID-like (time first, then random), so no header or extra byte is added.
+enum SendTimeStamp {
+    /// `{"id":"` comes first in every generated event.
+    static let prefix = Array(#"{"id":""#.utf8)
+    static let characters = 13
+
+    static let decodeTable: [UInt8] = {
+        var table = [UInt8](repeating: 0xFF, count: 256)
+        for (value, character) in PayloadRing.idAlphabet.enumerated() { table[Int(character)] = UInt8(value) }
+        return table
+    }()
+
+    /// Overwrites the stamp characters of `event` (a generated event) in place.
+    static func write(_ nanoseconds: UInt64, into event: inout ByteBuffer) {
+        precondition(event.readableBytes >= prefix.count + characters, "generated events are at least \(PayloadRing.minimumBytes) bytes")
+        event.withUnsafeMutableReadableBytes { bytes in
+            for index in 0 ..< characters {
+                let shift = UInt64(5 * (characters - 1 - index))
+                bytes[prefix.count + index] = PayloadRing.idAlphabet[Int((nanoseconds >> shift) & 31)]
+            }
+        }
+    }
+
+    /// The send time in `value`, nil when it carries no stamp.
+    static func read(_ value: ByteBuffer) -> UInt64? {
+        value.withUnsafeReadableBytes { bytes -> UInt64? in
+            guard bytes.count >= prefix.count + characters else { return nil }
+            for index in 0 ..< prefix.count where bytes[index] != prefix[index] { return nil }
+            var nanoseconds: UInt64 = 0
+            for index in 0 ..< characters {
+                let digit = decodeTable[Int(bytes[prefix.count + index])]
+                guard digit != 0xFF else { return nil }
+                nanoseconds = nanoseconds << 5 | UInt64(digit)
+            }
+            return nanoseconds
+        }
+    }
+}

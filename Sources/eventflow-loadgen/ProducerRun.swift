@@ -13,20 +13,7 @@ struct ProducerRun: AsyncParsableCommand {
         commandName: "produce",
         abstract: "Produce JSON events through the EventFlow producer (the default subcommand).")
 
-    @Option(help: "Brokers, host:port[,host:port] (default: $EVENTFLOW_BROKERS or 127.0.0.1:9092).")
-    var brokers: String?
-
-    @Option(help: "API key id (default: $EVENTFLOW_API_KEY).")
-    var apiKey: String?
-
-    @Option(help: "API key secret (default: $EVENTFLOW_API_SECRET).")
-    var apiSecret: String?
-
-    @Option(help: "CA certificate (PEM) to trust (default: $EVENTFLOW_CA; unset: the system's roots).")
-    var ca: String?
-
-    @Flag(help: "Connect without TLS.")
-    var plaintext = false
+    @OptionGroup var broker: BrokerOptions
 
     @Option(help: "Stream to produce to; created when missing.")
     var stream = "loadgen"
@@ -56,6 +43,9 @@ struct ProducerRun: AsyncParsableCommand {
     @Flag(help: "Hand pre-built batches to the connection (the broker alone; never the headline number).")
     var rawBatches = false
 
+    @Flag(help: "Write each event's send time (monotonic ns, the intended time with --rate) into its id, for `consume --latency`.")
+    var stampSendTime = false
+
     @OptionGroup var load: LoadOptions
 
     /// `all` is -1, so the durable setting can be given without `=` (a bare `-1` reads as a flag).
@@ -77,28 +67,13 @@ struct ProducerRun: AsyncParsableCommand {
         if let senderThreads, !(1...64).contains(senderThreads) { throw ValidationError("--sender-threads must be 1 to 64") }
         if rawBatches, acks == 0 { throw ValidationError("--raw-batches needs answers: use --acks -1 or 1") }
         if rawBatches, idempotent == true { throw ValidationError("--raw-batches sends non-idempotent batches; drop --idempotent") }
-        if plaintext, ca != nil { throw ValidationError("--ca and --plaintext exclude each other") }
+        if stampSendTime, rawBatches { throw ValidationError("--stamp-send-time needs the producer; --raw-batches sends pre-built batches") }
     }
 
     func producerConfiguration(environment: [String: String]) throws -> ProducerConfiguration {
-        let brokerList = brokers ?? environment["EVENTFLOW_BROKERS"] ?? "127.0.0.1:9092"
-        guard let addresses = BrokerAddress.parseList(brokerList) else {
-            throw LoadgenFailure("--brokers: expected host:port[,host:port], got '\(brokerList)'")
-        }
-        let keyID = apiKey ?? environment["EVENTFLOW_API_KEY"]
-        let secret = apiSecret ?? environment["EVENTFLOW_API_SECRET"]
-        let credentials: APIKeyCredentials?
-        switch (keyID, secret) {
-        case let (keyID?, secret?): credentials = APIKeyCredentials(keyID: keyID, secret: secret)
-        case (nil, nil): credentials = nil
-        default: throw LoadgenFailure("give both --api-key and --api-secret (or EVENTFLOW_API_KEY and EVENTFLOW_API_SECRET)")
-        }
-        let caPath = plaintext ? nil : (ca ?? environment["EVENTFLOW_CA"])
-        if let caPath, !FileManager.default.isReadableFile(atPath: caPath) {
-            throw LoadgenFailure("--ca: cannot read \(caPath)")
-        }
-        var configuration = ProducerConfiguration(brokers: addresses, credentials: credentials,
-                                                  security: plaintext ? .plaintext : .tls(caFilePath: caPath))
+        let resolved = try broker.resolve(environment: environment)
+        var configuration = ProducerConfiguration(brokers: resolved.addresses, credentials: resolved.credentials,
+                                                  security: resolved.security)
         configuration.clientID = "eventflow-loadgen"
         configuration.acks = ProducerAcks(rawValue: acks) ?? .all
         configuration.idempotent = idempotent ?? (acks == -1)
@@ -127,8 +102,9 @@ struct ProducerRun: AsyncParsableCommand {
         runConfiguration.stream = stream
         runConfiguration.partitions = partitions
         runConfiguration.brokers = configuration.brokers.map(\.description).joined(separator: ",")
-        runConfiguration.tls = !plaintext
+        runConfiguration.tls = !broker.plaintext
         runConfiguration.bufferBytes = configuration.bufferedBytesMax
+        if stampSendTime { runConfiguration.sendTimeStamp = true }
 
         let payloads = PayloadRing(eventBytes: load.messageSize, count: load.payloads, seed: load.seed)
         let timing = RunTiming(load)
@@ -187,6 +163,7 @@ struct ProducerRun: AsyncParsableCommand {
             reportStreams.append(events)
         }
         let stream = self.stream
+        let stampSendTime = self.stampSendTime
         let threadCount = min(senderThreads ?? min(load.connections, 2), load.connections)
         let ratePerThread = Double(load.rate) / Double(threadCount)
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -203,7 +180,7 @@ struct ProducerRun: AsyncParsableCommand {
                     done.enter()
                     let sender = Thread {
                         SenderLoop(slots: mine, stream: stream, payloads: threadPayloads, firstPayload: thread * 7_919,
-                                   pacer: Pacer(ratePerSecond: ratePerThread, startNanoseconds: timing.startNanoseconds))
+                                   stampSendTime: stampSendTime, pacer: Pacer(ratePerSecond: ratePerThread, startNanoseconds: timing.startNanoseconds))
                             .run(until: timing.measureEndNanoseconds, recorder: recorder)
                         done.leave()
                     }
@@ -270,6 +247,8 @@ struct SenderLoop {
     let stream: String
     let payloads: PayloadRing
     let firstPayload: Int
+    /// Each event's send time goes into its id (`SendTimeStamp`), for `consume --latency`.
+    let stampSendTime: Bool
     let pacer: Pacer
 
     /// Sent counts go to the recorder in chunks (its lock is shared with every reader).
@@ -283,6 +262,9 @@ struct SenderLoop {
         var event = 0
         var unreported = 0
         var now: UInt64 = 0
+        // The stamped copy of the event: rewritten in place for every send, since `send` copies the
+        // bytes into its batch and keeps no reference (if it ever did, the rewrite would copy first).
+        var stamped = ByteBuffer()
         defer { recorder.sent(unreported) }
         while true {
             if pacer.ratePerSecond > 0 || event % Self.clockReadEvery == 0 { now = monotonicNanoseconds() }
@@ -299,7 +281,16 @@ struct SenderLoop {
                 sendTime = now
             }
             let slot = slots[event % slots.count]
-            let message = ProducerMessage(stream: stream, value: payloads[firstPayload + event])
+            let value: ByteBuffer
+            if stampSendTime {
+                stamped.clear()
+                stamped.writeImmutableBuffer(payloads[firstPayload + event])
+                SendTimeStamp.write(sendTime, into: &stamped)
+                value = stamped
+            } else {
+                value = payloads[firstPayload + event]
+            }
+            let message = ProducerMessage(stream: stream, value: value)
             slot.noteSendTime(sendTime, for: slot.nextMessageID)
             while true {
                 do throws(ProducerError) {

@@ -94,6 +94,31 @@ final class Recorder: Sendable {
         }
     }
 
+    /// A consumer read `count` events at `atNanoseconds` (no latency: throughput only).
+    func received(_ count: Int, atNanoseconds: UInt64) {
+        let inWindow = atNanoseconds >= measureStartNanoseconds && atNanoseconds <= measureEndNanoseconds
+        state.withLock { state in
+            state.acknowledged += count
+            state.intervalEvents += count
+            if inWindow { state.measuredEvents += count }
+        }
+    }
+
+    /// A consumer read events sent at `sentNanoseconds[i]` at `receivedNanoseconds[i]` (the same clock).
+    func received(sentNanoseconds: [UInt64], receivedNanoseconds: [UInt64]) {
+        precondition(sentNanoseconds.count == receivedNanoseconds.count, "one receive time per send time")
+        state.withLock { state in
+            for (sent, received) in zip(sentNanoseconds, receivedNanoseconds) {
+                let micros = max((received &- min(sent, received)) / 1_000, 1)
+                _ = state.interval.record(micros)
+                if sent >= measureStartNanoseconds { _ = state.measured.record(micros) }
+                if received >= measureStartNanoseconds && received <= measureEndNanoseconds { state.measuredEvents += 1 }
+            }
+            state.acknowledged += sentNanoseconds.count
+            state.intervalEvents += sentNanoseconds.count
+        }
+    }
+
     func failed(_ count: Int, error: String) {
         state.withLock { state in
             state.errors += count

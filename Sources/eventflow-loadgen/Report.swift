@@ -9,10 +9,11 @@ struct RunConfiguration: Encodable, Sendable {
     var durationSeconds: Double
     var warmupSeconds: Double
     var messageSize: Int
-    var compression: String
-    var batchBytes: Int
-    var seed: UInt64
-    var payloadsDistinct: Int
+    /// The producing side's settings; nil for `consume`, which reads what others produced.
+    var compression: String?
+    var batchBytes: Int?
+    var seed: UInt64?
+    var payloadsDistinct: Int?
     var lingerMilliseconds: Int?
     var acks: Int?
     var idempotent: Bool?
@@ -24,12 +25,30 @@ struct RunConfiguration: Encodable, Sendable {
     var flushBytes: Int?
     var bufferBytes: Int?
     var database: String?
+    /// produce: each event's id carries its send time (`--stamp-send-time`).
+    var sendTimeStamp: Bool?
+    /// consume: where reading starts, when it stops, how records are read, what is fetched at once.
+    var from: String?
+    var countMax: Int?
+    var untilEnd: Bool?
+    /// `messages` (every `ConsumerMessage`, as an application iterates) or `skip` (records read and
+    /// checked by the consumer's benchmark hook, no message built).
+    var read: String?
+    /// consume: latency measured from the send time stamped into each event.
+    var latencyFromSendTime: Bool?
+    var prefetchBytes: Int?
+    var fetchBytes: Int?
+    var partitionFetchBytes: Int?
+    var fetchMaxWaitMilliseconds: Int?
 
     enum CodingKeys: String, CodingKey {
         case connections, rate, durationSeconds = "duration_seconds", warmupSeconds = "warmup_seconds"
         case messageSize = "message_size", compression, batchBytes = "batch_bytes", seed
         case payloadsDistinct = "payloads_distinct", lingerMilliseconds = "linger_ms", acks, idempotent, stream
         case partitions, brokers, tls, rowsPerStatement = "rows_per_statement", flushBytes = "flush_bytes", bufferBytes = "buffer_bytes", database
+        case sendTimeStamp = "send_time_stamp", from, countMax = "count_max", untilEnd = "until_end", read
+        case latencyFromSendTime = "latency_from_send_time", prefetchBytes = "prefetch_bytes", fetchBytes = "fetch_bytes"
+        case partitionFetchBytes = "partition_fetch_bytes", fetchMaxWaitMilliseconds = "fetch_max_wait_ms"
     }
 }
 
@@ -52,9 +71,9 @@ struct LatencySummary: Encodable, Sendable {
     }
 }
 
-/// The result of one run: the same shape for the producer, raw batches and both baselines.
+/// The result of one run: the same shape for the producer, raw batches, both baselines and the consumer.
 struct RunResult: Encodable, Sendable {
-    /// `producer` (the headline), `raw-batches`, `baseline-insert` or `baseline-copy`.
+    /// `producer` (the headline), `raw-batches`, `baseline-insert`, `baseline-copy` or `consume`.
     var mode: String
     var eventsPerSecond: Double
     var megabytesPerSecond: Double
@@ -67,11 +86,16 @@ struct RunResult: Encodable, Sendable {
     var eventsAcknowledgedTotal: Int
     var config: RunConfiguration
     var timeline: [IntervalSample]
+    /// The measured window in seconds when the run ended before `--duration` (a consumer that read its
+    /// `--count` or reached the end); nil when it is `--duration`.
+    var measuredSeconds: Double?
+    /// consume: from the start (connect, Metadata, ListOffsets included) to the first record.
+    var firstRecordMilliseconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case mode, eventsPerSecond = "events_per_second", megabytesPerSecond = "mb_per_second", events, errors
         case firstError = "first_error", latencyMilliseconds = "latency_ms", eventsAcknowledgedTotal = "events_acknowledged_total"
-        case config, timeline
+        case config, timeline, measuredSeconds = "measured_seconds", firstRecordMilliseconds = "first_record_ms"
     }
 }
 
@@ -175,7 +199,8 @@ func printSummary(_ result: RunResult) {
     let rows: [(String, String)] = [
         ("mode", result.mode + (result.mode == "raw-batches" ? " (broker alone: pre-built batches, not the producer API)" : "")),
         ("connections", String(result.config.connections)),
-        ("events (measured)", formatCount(Double(result.events))),
+        ("events (measured)", formatCount(Double(result.events))
+            + (result.measuredSeconds.map { String(format: " in %.3f s", $0) } ?? "")),
         ("events/s", formatCount(result.eventsPerSecond)),
         ("MB/s (event bytes)", String(format: "%.1f", result.megabytesPerSecond)),
         ("latency p50 / p90 ms", String(format: "%.3f / %.3f", latency.p50, latency.p90)),
