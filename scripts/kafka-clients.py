@@ -16,6 +16,7 @@ COMMAND  produce  COUNT records (idempotent, acks=all, LZ4); one JSON line per a
                   record once assigned, leave; one JSON line per record read
 """
 import json
+import os
 import sys
 import time
 
@@ -141,6 +142,9 @@ def kafka_python_consume(config, topic):
 
 
 IDLE_SECONDS = 5
+# group: seconds to sleep after each record (a slow member, e.g. one that is killed mid-stream);
+# each record's line is then printed at once instead of at the end.
+SLOW_SECONDS = float(os.environ.get("KAFKA_CLIENTS_SLOW_MS", "0")) / 1000
 
 
 def confluent_group(config, topic, group_id):
@@ -161,6 +165,9 @@ def confluent_group(config, topic, group_id):
             raise SystemExit(f"confluent group: {message.error()}")
         records.append(record_line(message.partition(), message.offset(), message.key(), message.value(), message.headers()))
         consumer.commit(message=message, asynchronous=False)
+        if SLOW_SECONDS:
+            print(json.dumps(records.pop()), flush=True)
+            time.sleep(SLOW_SECONDS)
         last = time.time()
     consumer.close()
     return records

@@ -121,3 +121,92 @@ import Testing
         await harness.broker.shutdown()
     }
 }
+
+/// A member killed mid-stream (no LeaveGroup): after its session timeout the group rebalances
+/// and the survivor reads the rest from the killed member's commits.
+@Suite struct GroupMemberKilledTests {
+    @Test func whenAMemberIsKilledTheOthersTakeOverItsPartitionsAndNothingIsLost() async throws {
+        let harness = try await BrokerHarness.start(partitions: 4)
+        let acked = try await KafkaClientsTests.run("confluent", "produce", harness, count: 200)
+            .map { try JSONDecoder().decode(KafkaClientsTests.ClientRecord.self, from: Data($0.utf8)) }
+        try #require(acked.count == 200)
+
+        // A slow librdkafka member (one record per 50 ms, committing each), printed as it reads.
+        let script = KafkaPythonTests.packageRoot.appendingPathComponent("scripts/kafka-clients.py").path
+        let slow = Process()
+        slow.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        slow.arguments = ["python3", script, "confluent", "group", "localhost:\(harness.broker.port)", harness.certificates.certificateAuthority,
+                          harness.key.key.id.uuidString, harness.key.secret, "orders", "killed"]
+        slow.environment = ProcessInfo.processInfo.environment.merging(["KAFKA_CLIENTS_SLOW_MS": "50"]) { _, new in new }
+        let output = Pipe()
+        slow.standardOutput = output
+        slow.standardError = FileHandle.nullDevice
+        let slowProgress = ReadProgress()
+        let buffered = LineSplitter()
+        output.fileHandleForReading.readabilityHandler = { handle in
+            for line in buffered.append(handle.availableData) {
+                if let record = try? JSONDecoder().decode(KafkaClientsTests.ClientRecord.self, from: Data(line.utf8)) { slowProgress.add(record) }
+            }
+        }
+        try slow.run()
+
+        var configuration = ConsumerConfiguration(
+            assignment: .group(id: "killed", streams: ["orders"]),
+            brokers: [BrokerAddress(host: "localhost", port: harness.broker.port)],
+            credentials: APIKeyCredentials(keyID: harness.key.key.id.uuidString, secret: harness.key.secret),
+            security: .tls(caFilePath: harness.certificates.certificateAuthority))
+        configuration.autoOffsetReset = .earliest
+        configuration.group.heartbeatIntervalMilliseconds = 1_000
+        let survivor = try EventFlowConsumer(configuration: configuration, logger: Logger(label: "test.survivor"))
+        let running = Task { try await survivor.run() }
+        let survivorProgress = ReadProgress()
+        let reading = Task {
+            for try await message in survivor.messages {
+                survivorProgress.add(.init(partition: message.partition, offset: message.offset, key: KafkaClientsTests.hex(message.key),
+                                           value: KafkaClientsTests.hex(message.value),
+                                           headers: message.headers.map { [$0.key, KafkaClientsTests.hex($0.value)] }))
+            }
+        }
+        // Kill the slow member once it has read (and committed) some of its share.
+        let started = ContinuousClock.now
+        while slowProgress.records.count < 10, ContinuousClock.now - started < .seconds(60) { try await Task.sleep(for: .milliseconds(100)) }
+        kill(slow.processIdentifier, SIGKILL)
+        slow.waitUntilExit()
+        output.fileHandleForReading.readabilityHandler = nil
+        let killedRead = slowProgress.records
+        #expect(killedRead.count >= 10)
+        #expect(killedRead.count < 200, "killed before it read everything")
+
+        // Its session (10 s) runs out, the survivor gets its partitions and reads what it had not committed.
+        let wanted = Set(acked)
+        while !wanted.isSubset(of: Set(killedRead + survivorProgress.records)), ContinuousClock.now - started < .seconds(60) {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        survivor.triggerGracefulShutdown()
+        try await running.value
+        _ = try? await reading.value
+        let read = killedRead + survivorProgress.records
+        #expect(wanted.isSubset(of: Set(read)), "no record lost")
+        // The killed member committed each record before printing it: at most the one in flight per partition is read twice.
+        #expect(read.count - Set(read).count <= 4)
+        await harness.broker.shutdown()
+    }
+}
+
+/// Splits a byte stream into lines (the last, unfinished one kept).
+final class LineSplitter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending = Data()
+
+    func append(_ data: Data) -> [String] {
+        lock.withLock {
+            pending.append(data)
+            var lines: [String] = []
+            while let newline = pending.firstIndex(of: 0x0A) {
+                lines.append(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
+                pending.removeSubrange(pending.startIndex...newline)
+            }
+            return lines
+        }
+    }
+}
