@@ -68,8 +68,10 @@ public struct FetchWaits: Sendable {
     public mutating func committed(_ advanced: [StreamPartition: (highWatermark: Int64, bytes: Int)]) -> [Action] {
         var answered: [WaitID] = []
         for (partition, advance) in advanced {
-            precondition(advance.highWatermark >= (highWatermarks[partition] ?? 0), "high watermarks never move back")
-            highWatermarks[partition] = advance.highWatermark
+            // Commits arrive in offset order, so a watermark never moves back; if one ever did,
+            // keeping the higher one is what consumers have already been shown.
+            assert(advance.highWatermark >= (highWatermarks[partition] ?? 0), "high watermarks never move back")
+            highWatermarks[partition] = max(advance.highWatermark, highWatermarks[partition] ?? 0)
             guard let ids = waitersByPartition[partition] else { continue }
             for id in ids {
                 guard var wait = waiting[id] else { continue }
