@@ -220,6 +220,8 @@ public final class EventFlowAdmin: Sendable {
 
     /// Every group of the key's organization, with its state and member count, by name.
     public func listGroups() async throws(AdminError) -> [GroupListing] {
+        // An EventFlow broker coordinates every group it is asked about (FindCoordinator names
+        // itself), so one broker lists and describes them all.
         let connection = try await anyBroker()
         let listed = try await request(ListGroupsRequest(), on: connection)
         guard listed.errorCode == .noError else { throw .broker(listed.errorCode, message: "ListGroups") }
