@@ -10,7 +10,7 @@ struct EventFlowCommand: AsyncParsableCommand {
         abstract: "EventFlow: an event broker that keeps its log in PostgreSQL.",
         subcommands: [
             Serve.self, Migrate.self, OrgCommand.self, UserCommand.self, APIKeyCommand.self, StreamCommand.self, ProduceCommand.self,
-            ConsumeCommand.self,
+            ConsumeCommand.self, GroupCommand.self,
         ]
     )
 }
@@ -79,15 +79,5 @@ func printJSON<T: Encodable>(_ value: T) throws {
 
 /// A plain aligned table for people.
 func printTable(_ header: [String], _ rows: [[String]]) {
-    var widths = header.map(\.count)
-    for row in rows {
-        for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
-    }
-    func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, cell in
-            i == cells.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-        }.joined(separator: "  ")
-    }
-    print(line(header))
-    for row in rows { print(line(row)) }
+    for line in tableLines(header, rows) { print(line) }
 }
