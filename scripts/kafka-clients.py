@@ -164,9 +164,11 @@ def confluent_group(config, topic, group_id):
         if message.error():
             raise SystemExit(f"confluent group: {message.error()}")
         records.append(record_line(message.partition(), message.offset(), message.key(), message.value(), message.headers()))
+        if SLOW_SECONDS:
+            # Reported before it is committed: a kill in between makes a duplicate, never a gap.
+            print(json.dumps(records.pop()), flush=True)
         consumer.commit(message=message, asynchronous=False)
         if SLOW_SECONDS:
-            print(json.dumps(records.pop()), flush=True)
             time.sleep(SLOW_SECONDS)
         last = time.time()
     consumer.close()

@@ -131,7 +131,7 @@ import Testing
             .map { try JSONDecoder().decode(KafkaClientsTests.ClientRecord.self, from: Data($0.utf8)) }
         try #require(acked.count == 200)
 
-        // A slow librdkafka member (one record per 50 ms, committing each), printed as it reads.
+        // A slow librdkafka member (one record per 50 ms, each reported, then committed).
         let script = KafkaPythonTests.packageRoot.appendingPathComponent("scripts/kafka-clients.py").path
         let slow = Process()
         slow.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -169,7 +169,7 @@ import Testing
         }
         // Kill the slow member once it has read (and committed) some of its share.
         let started = ContinuousClock.now
-        while slowProgress.records.count < 10, ContinuousClock.now - started < .seconds(60) { try await Task.sleep(for: .milliseconds(100)) }
+        while slowProgress.records.count < 10, ContinuousClock.now - started < .seconds(90) { try await Task.sleep(for: .milliseconds(100)) }
         kill(slow.processIdentifier, SIGKILL)
         slow.waitUntilExit()
         output.fileHandleForReading.readabilityHandler = nil
@@ -179,15 +179,17 @@ import Testing
 
         // Its session (10 s) runs out, the survivor gets its partitions and reads what it had not committed.
         let wanted = Set(acked)
-        while !wanted.isSubset(of: Set(killedRead + survivorProgress.records)), ContinuousClock.now - started < .seconds(60) {
+        // Generous bound: under a loaded test run the takeover (session timeout, rejoin, fetch) is slow.
+        while !wanted.isSubset(of: Set(killedRead + survivorProgress.records)), ContinuousClock.now - started < .seconds(150) {
             try await Task.sleep(for: .milliseconds(200))
         }
         survivor.triggerGracefulShutdown()
         try await running.value
         _ = try? await reading.value
         let read = killedRead + survivorProgress.records
-        #expect(wanted.isSubset(of: Set(read)), "no record lost")
-        // The killed member committed each record before printing it: at most the one in flight per partition is read twice.
+        let lost = wanted.subtracting(read)
+        #expect(lost.isEmpty, "no record lost: \(lost.count) of \(wanted.count) missing, partitions \(Set(lost.map(\.partition)).sorted())")
+        // The killed member reported each record before committing it: at most the one in flight per partition is read twice.
         #expect(read.count - Set(read).count <= 4)
         await harness.broker.shutdown()
     }
