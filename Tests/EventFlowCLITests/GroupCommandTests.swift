@@ -60,4 +60,16 @@ struct GroupCommandTests {
             "orders  1          -          10              7    -",
         ])
     }
+
+    @Test func badInputAndAnUnreachableBrokerAreOneLineAndExitOne() throws {
+        let cli = CLI(databaseURL: nil)
+        let noTarget = try cli.run("group", "reset-offsets", "billing", "--stream", "orders", "--plaintext")
+        #expect(noTarget.status != 0)
+        #expect(noTarget.stderr.contains("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-timestamp MS"))
+        // Nothing listens on port 1.
+        let unreachable = try cli.run("group", "describe", "billing", "--plaintext", "--brokers", "127.0.0.1:1")
+        #expect(unreachable.status == 1)
+        #expect(unreachable.stderr.hasPrefix("error: connection failed"))
+        #expect(unreachable.stderr.split(separator: "\n").count == 1)
+    }
 }
