@@ -442,20 +442,8 @@ struct GroupMembership: Sendable {
             // KIP-394: the coordinator hands out the id on a first join; join again with it, at once.
             memberId = response.memberId
             phase = .joining
-        case .unknownMemberId:
-            memberId = ""
-            phase = .joining
-        case .illegalGeneration, .rebalanceInProgress:
-            phase = .joining
-        case .notCoordinator, .coordinatorNotAvailable:
-            coordinatorKnown = false
-            phase = .joining
-            backOff(.broker(response.errorCode, message: "JoinGroup"), now: now)
-        case let code where code.isRetriable:
-            phase = .joining
-            backOff(.broker(code, message: "JoinGroup"), now: now)
         case let code:
-            phase = .failed(.broker(code, message: "JoinGroup \(settings.groupId)"))
+            rejoinAfter(code, of: "JoinGroup", now: now)
         }
     }
 
@@ -485,6 +473,15 @@ struct GroupMembership: Sendable {
             let assigned = assignment.streamPartitions.filter { settings.streams.contains($0.stream) }
             phase = .fetchingOffsets(generation, assigned: assigned)
             if assigned.isEmpty { becomeStable(generation, committed: [:], assigned: [], now: now) }
+        case let code:
+            rejoinAfter(code, of: "SyncGroup", now: now)
+        }
+    }
+
+    /// A JoinGroup or SyncGroup error: join again (from scratch for an unknown member id, after
+    /// finding the coordinator again, or after a backoff for other retriable codes), or fail.
+    private mutating func rejoinAfter(_ code: ErrorCode, of api: String, now: NIODeadline) {
+        switch code {
         case .unknownMemberId:
             memberId = ""
             phase = .joining
@@ -493,12 +490,12 @@ struct GroupMembership: Sendable {
         case .notCoordinator, .coordinatorNotAvailable:
             coordinatorKnown = false
             phase = .joining
-            backOff(.broker(response.errorCode, message: "SyncGroup"), now: now)
+            backOff(.broker(code, message: api), now: now)
         case let code where code.isRetriable:
             phase = .joining
-            backOff(.broker(code, message: "SyncGroup"), now: now)
+            backOff(.broker(code, message: api), now: now)
         case let code:
-            phase = .failed(.broker(code, message: "SyncGroup \(settings.groupId)"))
+            phase = .failed(.broker(code, message: "\(api) \(settings.groupId)"))
         }
     }
 

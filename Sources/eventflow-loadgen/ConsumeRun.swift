@@ -146,7 +146,7 @@ struct ConsumeRun: AsyncParsableCommand {
             let mine = stride(from: Int32(index), to: partitionCount, by: connections).map {
                 (stream: stream, partition: $0, start: start.startOffset)
             }
-            var configuration = ConsumerConfiguration(assignment: .partitions(mine), brokers: resolved.addresses,
+            var configuration = ConsumerConfiguration(assignment: .partitions(mine), brokers: resolved.brokers,
                                                       credentials: resolved.credentials, security: resolved.security)
             configuration.clientID = "eventflow-loadgen"
             configuration.finishAtHighWatermark = untilEnd
@@ -219,7 +219,7 @@ struct ConsumeRun: AsyncParsableCommand {
                                              warmupSeconds: warmup.value, messageSize: messageSize)
         configuration.stream = stream
         configuration.partitions = Int(partitionCount)
-        configuration.brokers = resolved.addresses.map(\.description).joined(separator: ",")
+        configuration.brokers = resolved.brokers.map(\.description).joined(separator: ",")
         configuration.tls = !broker.plaintext
         configuration.from = from
         configuration.countMax = count > 0 ? count : nil
@@ -239,9 +239,9 @@ struct ConsumeRun: AsyncParsableCommand {
 
     /// Connects once (so an unreachable broker or a wrong key is one clear error before the run)
     /// and asks Metadata how many partitions the stream has.
-    static func partitionCount(of stream: String, broker: BrokerOptions.Resolved, logger: Logger) async throws -> Int32 {
-        guard let address = broker.addresses.first else { throw LoadgenFailure("no broker address") }
-        var probe = ProducerConfiguration(brokers: broker.addresses, credentials: broker.credentials, security: broker.security)
+    static func partitionCount(of stream: String, broker: BrokerTarget, logger: Logger) async throws -> Int32 {
+        guard let address = broker.brokers.first else { throw LoadgenFailure("no broker address") }
+        var probe = ProducerConfiguration(brokers: broker.brokers, credentials: broker.credentials, security: broker.security)
         probe.clientID = "eventflow-loadgen"
         let connection: BrokerConnection
         do {

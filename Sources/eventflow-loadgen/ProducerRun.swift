@@ -72,7 +72,7 @@ struct ProducerRun: AsyncParsableCommand {
 
     func producerConfiguration(environment: [String: String]) throws -> ProducerConfiguration {
         let resolved = try broker.resolve(environment: environment)
-        var configuration = ProducerConfiguration(brokers: resolved.addresses, credentials: resolved.credentials,
+        var configuration = ProducerConfiguration(brokers: resolved.brokers, credentials: resolved.credentials,
                                                   security: resolved.security)
         configuration.clientID = "eventflow-loadgen"
         configuration.acks = ProducerAcks(rawValue: acks) ?? .all

@@ -19,30 +19,13 @@ struct BrokerConnectionOptions: ParsableArguments {
     @Flag(name: .long, help: "Connect without TLS.")
     var plaintext = false
 
-    struct Target {
-        var brokers: [BrokerAddress]
-        var credentials: APIKeyCredentials?
-        var security: TransportSecurity
-    }
-
     /// The flags, each falling back to its environment variable.
-    func resolve(environment: [String: String]) throws -> Target {
-        let brokerList = brokers ?? environment["EVENTFLOW_BROKERS"] ?? "127.0.0.1:9092"
-        guard let addresses = BrokerAddress.parseList(brokerList) else {
-            throw ValidationError("--brokers: expected host:port[,host:port], got '\(brokerList)'")
+    func resolve(environment: [String: String]) throws -> BrokerTarget {
+        do {
+            return try BrokerTarget.resolve(brokers: brokers, apiKey: apiKey, apiSecret: apiSecret, ca: ca, plaintext: plaintext,
+                                            environment: environment)
+        } catch {
+            throw ValidationError(error.description)
         }
-        let keyID = apiKey ?? environment["EVENTFLOW_API_KEY"]
-        let secret = apiSecret ?? environment["EVENTFLOW_API_SECRET"]
-        let credentials: APIKeyCredentials?
-        switch (keyID, secret) {
-        case let (keyID?, secret?): credentials = APIKeyCredentials(keyID: keyID, secret: secret)
-        case (nil, nil): credentials = nil
-        default: throw ValidationError("give both --api-key and --api-secret (or EVENTFLOW_API_KEY and EVENTFLOW_API_SECRET)")
-        }
-        let caPath = ca ?? environment["EVENTFLOW_CA"]
-        if let caPath, !plaintext, !FileManager.default.isReadableFile(atPath: caPath) {
-            throw ValidationError("--ca: cannot read \(caPath)")
-        }
-        return Target(brokers: addresses, credentials: credentials, security: plaintext ? .plaintext : .tls(caFilePath: caPath))
     }
 }

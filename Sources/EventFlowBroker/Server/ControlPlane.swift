@@ -124,7 +124,7 @@ public final class StreamDirectory: Sendable {
             var looked: [String: ResolvedStream?] = [:]
             let rows = try db.query(
                 "SELECT id, name, partitions FROM event_streams WHERE org_id = $1 AND is_active AND name = ANY($2::text[])",
-                [organizationID.uuidString, Self.textArrayLiteral(missingNames)])
+                [organizationID.uuidString, PostgresConnection.arrayLiteral(missingNames)])
             for name in missingNames { looked[name] = .some(nil) }
             for row in rows {
                 guard let id = row["id"].flatMap(UUID.init(uuidString:)), let name = row["name"],
@@ -155,11 +155,5 @@ public final class StreamDirectory: Sendable {
     /// Forgets cached names of an organization (after CreateTopics / DeleteTopics on this broker).
     public func invalidate(organizationID: UUID) {
         cache.withLockedValue { cache in cache = cache.filter { $0.key.organizationID != organizationID } }
-    }
-
-    /// A PostgreSQL text[] literal: `{"a","b"}` with quotes and backslashes escaped.
-    static func textArrayLiteral(_ values: [String]) -> String {
-        "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-            .joined(separator: ",") + "}"
     }
 }

@@ -246,44 +246,32 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         }
         let requests = RequestServer(services: services, principal: principal, eventLoop: context.eventLoop, logger: logger)
         let response: EventLoopFuture<ByteBuffer?>
+        // Every answer is encoded at the request's version under its correlation id.
+        func encoded<Body: KafkaResponseMessage>(_ body: EventLoopFuture<Body>) -> EventLoopFuture<ByteBuffer?> {
+            body.map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+        }
+        func encoded<Body: KafkaResponseMessage>(_ body: Body) -> EventLoopFuture<ByteBuffer?> {
+            context.eventLoop.makeSucceededFuture(body.encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+        }
         switch decoded.body {
-        case .metadata(let request):
-            response = requests.metadata(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .createTopics(let request):
-            response = requests.createTopics(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .deleteTopics(let request):
-            response = requests.deleteTopics(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .findCoordinator(let request):
-            response = context.eventLoop.makeSucceededFuture(requests.findCoordinator(request)
-                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
+        case .metadata(let request): response = encoded(requests.metadata(request))
+        case .createTopics(let request): response = encoded(requests.createTopics(request))
+        case .deleteTopics(let request): response = encoded(requests.deleteTopics(request))
+        case .findCoordinator(let request): response = encoded(requests.findCoordinator(request))
         case .joinGroup(let request):
             let clientHost = context.channel.remoteAddress?.ipAddress ?? ""
-            response = requests.joinGroup(request, version: header.apiVersion, clientID: header.clientId, clientHost: clientHost)
-                .map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .syncGroup(let request):
-            response = requests.syncGroup(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .heartbeat(let request):
-            response = context.eventLoop.makeSucceededFuture(requests.heartbeat(request)
-                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
-        case .leaveGroup(let request):
-            response = context.eventLoop.makeSucceededFuture(requests.leaveGroup(request)
-                .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
-        case .offsetCommit(let request):
-            response = requests.offsetCommit(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .listGroups:
-            response = requests.listGroups().map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .describeGroups(let request):
-            response = requests.describeGroups(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .deleteGroups(let request):
-            response = requests.deleteGroups(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .offsetFetch(let request):
-            response = requests.offsetFetch(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .fetch(let request):
-            response = requests.fetch(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .listOffsets(let request):
-            response = requests.listOffsets(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
-        case .initProducerId(let request):
-            response = requests.initProducerId(request).map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
+            response = encoded(requests.joinGroup(request, version: header.apiVersion, clientID: header.clientId, clientHost: clientHost))
+        case .syncGroup(let request): response = encoded(requests.syncGroup(request))
+        case .heartbeat(let request): response = encoded(requests.heartbeat(request))
+        case .leaveGroup(let request): response = encoded(requests.leaveGroup(request))
+        case .offsetCommit(let request): response = encoded(requests.offsetCommit(request))
+        case .offsetFetch(let request): response = encoded(requests.offsetFetch(request))
+        case .listGroups: response = encoded(requests.listGroups())
+        case .describeGroups(let request): response = encoded(requests.describeGroups(request))
+        case .deleteGroups(let request): response = encoded(requests.deleteGroups(request))
+        case .fetch(let request): response = encoded(requests.fetch(request))
+        case .listOffsets(let request): response = encoded(requests.listOffsets(request))
+        case .initProducerId(let request): response = encoded(requests.initProducerId(request))
         case .produce(let request):
             let (accepted, answered) = requests.produce(request, after: produceChain ?? context.eventLoop.makeSucceededVoidFuture())
             produceChain = accepted

@@ -73,8 +73,8 @@ public enum GroupOffsets {
                     SELECT $1::uuid, p, o, m, CURRENT_TIMESTAMP FROM unnest($2::int[], $3::bigint[], $4::text[]) AS t(p, o, m)
                     ON CONFLICT (consumer_group_id, partition) DO UPDATE
                     SET committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
-                    """, [groupRowID, arrayLiteral(partitions.map { String($0.partition) }),
-                          arrayLiteral(partitions.map { String($0.offset) }), arrayLiteral(partitions.map(\.metadata))])
+                    """, [groupRowID, PostgresConnection.arrayLiteral(partitions.map { String($0.partition) }),
+                          PostgresConnection.arrayLiteral(partitions.map { String($0.offset) }), PostgresConnection.arrayLiteral(partitions.map(\.metadata))])
                 // The seed's one row per group: the last event the group processed (offset - 1) of this commit.
                 let last = partitions.last { $0.offset > 0 }
                 let eventID = last.map { EventID.derive(streamID: streamID, partition: $0.partition, offset: $0.offset - 1).uuidString }
@@ -95,7 +95,7 @@ public enum GroupOffsets {
             JOIN consumer_partition_offsets o ON o.consumer_group_id = g.id
             WHERE g.stream_id = $1::uuid AND g.name = $2 AND ($3::int[] IS NULL OR o.partition = ANY($3::int[]))
             ORDER BY o.partition
-            """, [streamID.uuidString, group, partitions.map { arrayLiteral($0.map { String($0) }) }]).compactMap { row in
+            """, [streamID.uuidString, group, partitions.map { PostgresConnection.arrayLiteral($0.map { String($0) }) }]).compactMap { row in
             guard let partition = row["partition"].flatMap({ Int32($0) }), let offset = row["committed_offset"].flatMap({ Int64($0) }) else {
                 return nil
             }
@@ -132,20 +132,12 @@ public enum GroupOffsets {
                 WHERE s.org_id = $1::uuid AND g.name = $2
                 """, [organizationID.uuidString, group]).compactMap { $0["id"] }
             guard !ids.isEmpty else { return 0 }
-            let literal = arrayLiteral(ids)
+            let literal = PostgresConnection.arrayLiteral(ids)
             try db.execute("DELETE FROM consumer_partition_offsets WHERE consumer_group_id = ANY($1::uuid[])", [literal])
             try db.execute("DELETE FROM consumer_offsets WHERE consumer_group_id = ANY($1::uuid[])", [literal])
             try db.execute("DELETE FROM consumer_groups WHERE id = ANY($1::uuid[])", [literal])
             return ids.count
         }
-    }
-
-    /// A PostgreSQL array literal of text values (NULL for nil), quoted and escaped.
-    static func arrayLiteral(_ values: [String?]) -> String {
-        "{" + values.map { value in
-            guard let value else { return "NULL" }
-            return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        }.joined(separator: ",") + "}"
     }
 
     static func parseTimestamp(_ text: String) -> Date? {

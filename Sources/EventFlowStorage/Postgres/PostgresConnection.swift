@@ -281,6 +281,15 @@ extension PostgresConnection {
         "\"" + identifier.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
+    /// A PostgreSQL array literal (`{"a",NULL}`) of text values, quoted and escaped, for a
+    /// parameter cast to `text[]`, `int[]`, `uuid[]`...; nil elements are NULL.
+    public static func arrayLiteral(_ values: [String?]) -> String {
+        "{" + values.map { value in
+            guard let value else { return "NULL" }
+            return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }.joined(separator: ",") + "}"
+    }
+
     /// Quotes a string literal for statements that cannot take parameters (DDL).
     public static func quoteLiteral(_ literal: String) -> String {
         "'" + literal.replacingOccurrences(of: "'", with: "''") + "'"
