@@ -13,6 +13,10 @@
 #   b. catch-up: the first 10 M stored events read from offset 0 by a broker restarted with no tail cache
 #   c. end to end: produce -> consume latency at 50% of run 1's rate (send time stamped into each event)
 #   d. max-rate ingest with a tail consumer attached, against run 1
+#   e. consumer group: 4 `consume --group` members over the 8 partitions at the tail beside a producer
+#      at 50% of run 1's rate; a 5th member joins later. The report derives the group's events/s
+#      (before the join) and the rebalance time (the 5th's start until every member has its new
+#      assignment and every partition delivered a record again) from the members' JSON files.
 # and writes every result into one JSON file ($BENCH_OUT/bench.json) and prints a table with the ratios.
 #
 # Environment:
@@ -21,6 +25,8 @@
 #   BENCH_SKIP_BUILD=1  use the binaries already built
 #   BENCH_OUT=DIR       where results go (default: bench-results)
 #   BENCH_PLAINTEXT=1   broker without TLS
+#   BENCH_ONLY=group    only run 1, the tail read (a), end to end at 50% (c) and the group run (e):
+#                       the group run's numbers and the single-consumer runs they are compared with
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,13 +35,22 @@ OUT=${BENCH_OUT:-bench-results}
 if [ "${BENCH_TINY:-0}" = 1 ]; then
     DURATION=2; WARMUP=1; SWEEP_DURATION=2; MANY_CONNECTIONS=50
     TAIL_PER_PARTITION=20000; CATCH_UP_EVENTS=200000
+    # The group's first join waits out the broker's 3 s initial rebalance delay.
+    GROUP_JOIN_AT=7; GROUP_AFTER=8
 else
     DURATION=30; WARMUP=5; SWEEP_DURATION=15; MANY_CONNECTIONS=1000
     # 8 x 400k events at ~59 LZ4 bytes each (`eventflow-loadgen sample`): ~190 MB, inside the
     # default 256 MiB tail cache.
     TAIL_PER_PARTITION=400000; CATCH_UP_EVENTS=10000000
+    # The 5th member joins GROUP_JOIN_AT s after the 4 (initial join + ~15 s of steady reading);
+    # GROUP_AFTER s leave room for a rebalance several times the 6 s target.
+    GROUP_JOIN_AT=20; GROUP_AFTER=15
 fi
 CONNECTIONS=8
+ONLY=${BENCH_ONLY:-}
+case "$ONLY" in ""|group) ;; *) echo "bench: BENCH_ONLY must be empty or 'group', got '$ONLY'" >&2; exit 1 ;; esac
+# everything: true when every run is selected (BENCH_ONLY unset).
+everything() { [ -z "$ONLY" ]; }
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     echo "== building ($CONFIG)"
@@ -186,6 +201,30 @@ attached() {
     wait "$consumer_pid" || FAILED+=("$consumer")
     wait "$THREADS_PID" 2>/dev/null || true
 }
+# group_run RATE: (e), the consumer group beside a producer at RATE events/s. The members run
+# with no warm-up and the producer for as long as they do: the report picks the windows from the
+# members' own timestamps (the steady window starts once every partition delivered).
+group_run() {
+    local rate=$1 total=$((GROUP_JOIN_AT + GROUP_AFTER)) pids=() i
+    echo "== eventflow-group-producer + consume-group-1..5"
+    settle
+    mark consume-group start
+    # The producer's own numbers are secondary here: its warm-up is the group's first join.
+    "$LOADGEN" --stream ingest ${LOADGEN_TLS[@]+"${LOADGEN_TLS[@]}"} --acks=-1 "${COMMON[@]}" --connections "$CONNECTIONS" \
+        --rate "$rate" --duration "$((total + 1 - WARMUP))" --quiet --json "$OUT/eventflow-group-producer.json" &
+    local producer_pid=$!
+    for i in 1 2 3 4; do
+        consume "consume-group-$i" --group bench-group --from end --duration "$total" --read messages --quiet &
+        pids+=($!)
+    done
+    sleep "$GROUP_JOIN_AT"
+    consume consume-group-5 --group bench-group --from end --duration "$GROUP_AFTER" --read messages --quiet &
+    pids+=($!)
+    for i in 1 2 3 4 5; do wait "${pids[$((i - 1))]}" || FAILED+=("consume-group-$i"); done
+    wait "$producer_pid" || FAILED+=(eventflow-group-producer)
+    mark consume-group end
+}
+
 if [ "${BENCH_TINY:-0}" = 1 ]; then THREAD_SAMPLE_SECONDS=1; else THREAD_SAMPLE_SECONDS=3; fi
 
 produce eventflow-max --connections "$CONNECTIONS" --duration "$DURATION" --plot "$OUT/eventflow-max.svg"
@@ -196,6 +235,7 @@ MAX_RATE=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))[
 # `messages` is what an application iterates; `skip` reads and checks every record without building
 # messages, which separates the consumer's message cost from the fetch path.
 consume_alone consume-tail --from="-$TAIL_PER_PARTITION" --until-end --read messages
+if everything; then
 consume_alone consume-tail-skip --from="-$TAIL_PER_PARTITION" --until-end --read skip
 # Two consumers (one per core of this machine), the partitions dealt out between them.
 consume_alone consume-tail-2 --from="-$TAIL_PER_PARTITION" --until-end --read messages --connections 2
@@ -219,6 +259,7 @@ for percent in 10 25 50 75; do
     [ "$rate" -ge 1 ] || rate=1
     produce "eventflow-rate-$percent" --connections "$CONNECTIONS" --duration "$SWEEP_DURATION" --rate "$rate"
 done
+fi
 
 # (c) End to end at 50% of the max rate: each event's id carries its send time (the intended one,
 # as the durable-ack latency uses), the consumer measures now - that time on the same clock.
@@ -226,6 +267,10 @@ PRODUCER_FLAGS=(--connections "$CONNECTIONS" --rate "$((MAX_RATE / 2 > 0 ? MAX_R
 CONSUMER_FLAGS=(--read messages --latency --hgrm "$OUT/consume-e2e-50.hgrm")
 attached eventflow-e2e-50 consume-e2e-50 "$SWEEP_DURATION"
 
+# (e) The consumer group at the same 50% rate as (c), whose single tail consumer it is compared with.
+group_run "$((MAX_RATE / 2 > 0 ? MAX_RATE / 2 : 1))"
+
+if everything; then
 produce "eventflow-connections-$MANY_CONNECTIONS" --connections "$MANY_CONNECTIONS" --duration "$SWEEP_DURATION"
 
 # Overload: 64 connections x 16 pipelined 1 MiB produce requests (1 GiB offered at once, 16x the
@@ -246,6 +291,7 @@ echo "== restarting the broker with --tail-cache-bytes-max 0"
 stop_broker
 start_broker --tail-cache-bytes-max 0
 consume_alone consume-catch-up --from beginning --count "$CATCH_UP_EVENTS" --until-end --read messages
+fi
 echo "== load after: $(uptime)" | tee -a "$OUT/load.txt"
 
 python3 scripts/bench_report.py "$OUT" "$WORK/memory.txt"

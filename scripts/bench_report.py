@@ -58,6 +58,10 @@ def main():
     if e2e and e2e_acks:
         ratios["e2e_p99_minus_durable_ack_p99_ms"] = e2e["latency_ms"]["p99"] - e2e_acks["latency_ms"]["p99"]
 
+    group = group_numbers(runs)
+    if group:
+        ratios.update({key: value for key, value in group.items() if key.startswith("group_vs_")})
+
     rss_path = os.path.join(folder, "broker-rss.txt")
     if os.path.exists(rss_path):
         with open(rss_path) as handle:
@@ -88,6 +92,8 @@ def main():
             runs[name]["broker_rss_kb_max"] = kb
 
     summary = {"machine": machine(), "broker_memory": memory, "ratios": ratios, "runs": runs}
+    if group:
+        summary["group"] = group
     with open(os.path.join(folder, "bench.json"), "w") as handle:
         json.dump(summary, handle, indent=2, sort_keys=True)
 
@@ -99,7 +105,8 @@ def main():
         sorted(n for n in runs if n.startswith("eventflow-connections-")) + \
         sorted(n for n in runs if n.startswith("eventflow-overload")) + \
         ["consume-tail", "consume-tail-skip", "consume-tail-2", "consume-catch-up", "eventflow-max-tail-consumer", "consume-max-tail",
-         "eventflow-e2e-50", "consume-e2e-50"]
+         "eventflow-e2e-50", "consume-e2e-50", "eventflow-group-producer"] + \
+        sorted(n for n in runs if n.startswith("consume-group-"))
     for name in order:
         run = runs.get(name)
         if not run:
@@ -127,6 +134,7 @@ def main():
     if "eventflow_vs_copy_bytes" in ratios:
         print(f"EventFlow / COPY limit (bytes/s):        {ratios['eventflow_vs_copy_bytes']:.2f}x")
     consume_summary(runs, ratios)
+    group_summary(group)
     if memory:
         print("broker memory: " + ", ".join(f"{k} {v}" for k, v in memory.items()))
     print(f"results: {os.path.join(folder, 'bench.json')}")
@@ -160,6 +168,114 @@ def consume_summary(runs, ratios):
         print("consume:")
         for line in lines:
             print("  " + line)
+
+
+# Group members: consume-group-1..4 start together, consume-group-5 joins later (bench.sh, run e).
+GROUP_INITIAL = [f"consume-group-{i}" for i in range(1, 5)]
+GROUP_JOINER = "consume-group-5"
+# The broker's initial rebalance delay (group.initial.rebalance.delay.ms), the rebalance target's unit.
+INITIAL_REBALANCE_DELAY_MS = 3000
+
+
+def records_at(member, when_ms):
+    """A member's records read by `when_ms` (monotonic), interpolated between its 250 ms samples."""
+    group = member["group"]
+    points = [(group["start_monotonic_ms"] + at, count) for at, count in group["records_read"]]
+    if not points or when_ms <= points[0][0]:
+        return 0.0
+    for (t0, c0), (t1, c1) in zip(points, points[1:]):
+        if t0 <= when_ms <= t1:
+            return c0 + (c1 - c0) * ((when_ms - t0) / (t1 - t0) if t1 > t0 else 1)
+    return float(points[-1][1])
+
+
+def assignments(member):
+    """(monotonic ms, partitions, {partition: first record monotonic ms}) of each `assigned` event."""
+    group = member["group"]
+    start = group["start_monotonic_ms"]
+    return [(start + event["at_ms"], event["partitions"],
+             {int(p): start + ms for p, ms in event["first_record_ms"].items()})
+            for event in group["events"] if event["kind"] == "assigned"]
+
+
+def group_numbers(runs):
+    """The group's events/s before the 5th member joins and the rebalance time after it, from the
+    members' JSON files (one monotonic clock on the machine lines them up)."""
+    initial = [runs[n] for n in GROUP_INITIAL if n in runs and "group" in runs[n]]
+    joiner = runs.get(GROUP_JOINER)
+    if len(initial) != len(GROUP_INITIAL) or not joiner or "group" not in joiner:
+        return None
+    partitions = initial[0]["config"]["partitions"]
+    joined_ms = joiner["group"]["start_monotonic_ms"]
+    result = {"members": len(initial) + 1, "partitions": partitions}
+
+    # Steady window: from the moment every partition delivered a record under the first complete
+    # assignment (the initial join waits out the 3 s delay) to the 5th member's start.
+    first_round = [a for member in initial for a in assignments(member)[:1] if a[0] < joined_ms]
+    covered = {p for _, parts, _ in first_round for p in parts}
+    firsts = [ms for _, _, records in first_round for ms in records.values()]
+    if covered == set(range(partitions)) and len(firsts) == partitions:
+        steady_start = max(firsts)
+        seconds = (joined_ms - steady_start) / 1000
+        if seconds >= 1:
+            events = sum(records_at(m, joined_ms) - records_at(m, steady_start) for m in initial)
+            result.update({"steady_window_s": seconds, "events": events, "events_per_second": events / seconds})
+            for name in ["consume-e2e-50", "consume-tail"]:
+                single = runs.get(name)
+                if single and single["events_per_second"] > 0:
+                    key = "group_vs_" + name.replace("-", "_")
+                    result[key] = result["events_per_second"] / single["events_per_second"]
+
+    # Rebalance: each member's first assignment after the 5th member's start; done when all five
+    # have theirs and every partition in them delivered a record.
+    after = [next((a for a in assignments(m) if a[0] >= joined_ms), None) for m in initial + [joiner]]
+    result["assigned_after_join"] = [sorted(a[1]) if a else None for a in after]
+    if all(after):
+        owned = [p for a in after for p in a[1]]
+        firsts = [a[2].get(p) for a in after for p in a[1]]
+        assigned_ms = max(a[0] for a in after)
+        result["rebalance_assigned_ms"] = assigned_ms - joined_ms
+        if sorted(owned) == list(range(partitions)) and all(ms is not None for ms in firsts):
+            result["rebalance_ms"] = max([assigned_ms] + firsts) - joined_ms
+        elif sorted(owned) != list(range(partitions)):
+            result["rebalance_problem"] = f"the new assignments cover {sorted(owned)}, not each of {partitions} partitions once"
+        else:
+            result["rebalance_problem"] = "a newly assigned partition delivered no record before the run ended"
+    else:
+        result["rebalance_problem"] = "a member got no new assignment after the 5th member's start"
+    result["heartbeat_interval_ms"] = joiner["group"]["heartbeat_interval_ms"]
+    return result
+
+
+def group_summary(group):
+    """The group targets of issue 11, met or missed."""
+    if not group:
+        return
+
+    def verdict(met):
+        return "met" if met else "MISSED"
+
+    print("consumer group (4 members, 8 partitions, at the tail beside a producer at 50%):")
+    if "events_per_second" in group:
+        line = f"  group read rate {group['events_per_second']:>12,.0f} events/s over {group['steady_window_s']:.1f} s"
+        if "group_vs_consume_e2e_50" in group:
+            ratio = group["group_vs_consume_e2e_50"]
+            line += (f"  {ratio:.2f}x of the single tail consumer beside the same producer (consume-e2e-50)"
+                     f" (target within 10%: {verdict(ratio >= 0.9)})")
+        print(line)
+        if "group_vs_consume_tail" in group:
+            print(f"  {'':16}{group['group_vs_consume_tail']:.2f}x of consume-tail (a stored tail read at full speed,"
+                  " no producer: an upper bound the producer's rate keeps the group under)")
+    else:
+        print("  group read rate: no steady window (the first assignment did not cover every partition before the join)")
+    if "rebalance_ms" in group:
+        ms = group["rebalance_ms"]
+        print(f"  rebalance (5th member joins) {ms:,.0f} ms until every partition delivered again; every member assigned after"
+              f" {group['rebalance_assigned_ms']:,.0f} ms (target < {2 * INITIAL_REBALANCE_DELAY_MS:,} ms:"
+              f" {verdict(ms < 2 * INITIAL_REBALANCE_DELAY_MS)}); heartbeat {group['heartbeat_interval_ms']} ms")
+    else:
+        print(f"  rebalance: not completed ({group.get('rebalance_problem')}): MISSED")
+    print(f"  assignments after the join: {group['assigned_after_join']}")
 
 
 if __name__ == "__main__":

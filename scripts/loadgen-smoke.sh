@@ -145,7 +145,25 @@ if [ -x "$EVENTFLOW" ]; then
     else
         fail "consume --latency (exit status)"
     fi
+    # One group member (the broker's 3 s initial rebalance delay, then everything from the
+    # beginning): the JSON's group object has its assignment of every partition, each of which delivered.
+    EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET "$LOADGEN" consume --stream smoke --group smoke-group \
+        --from beginning --duration 5 --quiet --json "$WORK/group.json" \
+        && check_result "consume --group (one member)" "$WORK/group.json" consume \
+        && if python3 - "$WORK/group.json" <<'PY'; then pass "consume --group: assignment and first records in the JSON"; else fail "consume --group JSON"; fi
+import json, sys
+result = json.load(open(sys.argv[1]))
+group = result["group"]
+assigned = [event for event in group["events"] if event["kind"] == "assigned"]
+assert assigned, "no assignment"
+partitions = list(range(result["config"]["partitions"]))
+assert assigned[0]["partitions"] == partitions, assigned[0]
+assert sorted(map(int, assigned[0]["first_record_ms"])) == partitions, assigned[0]
+assert group["records_read"] and group["records_read"][-1][1] > 0
+PY
+    [ -f "$WORK/group.json" ] || fail "consume --group (exit status)"
     rejects "latency needs messages" "--latency" consume --stream smoke --latency --read skip
+    rejects "group needs messages" "--group reads" consume --stream smoke --group g --read skip
     EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET rejects "unknown stream to consume" "unknown stream" consume --stream nosuch --duration 1
     EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=wrong rejects "wrong secret" "authentication failed" --stream smoke "${SHORT[@]}"
 else

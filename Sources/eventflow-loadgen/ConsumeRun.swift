@@ -13,6 +13,11 @@ import Synchronization
 /// A run ends at the end of `--duration` (after `--warmup`), or sooner once `--count` records were
 /// read or, with `--until-end`, every partition was read up to the end it had at the start; then the
 /// measured window ends at the last record.
+///
+/// With `--group ID` each consumer is a member of consumer group ID (the broker shares the partitions
+/// out), and the JSON gains a `group` object: the member's assignments with their times and the first
+/// record of each assigned partition after them, and its records read over time (`GroupLog`), which
+/// `scripts/bench_report.py` turns into the group's rate and the rebalance time.
 struct ConsumeRun: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "consume",
@@ -68,6 +73,15 @@ struct ConsumeRun: AsyncParsableCommand {
 
     @Option(help: "How long the broker may park a fetch at the tail, in milliseconds (default: the consumer's, 500).")
     var fetchMaxWaitMs: Int?
+
+    @Option(help: "Read as a member of this consumer group (each of --connections is one member); --from applies to partitions the group has no committed offset for.")
+    var group: String?
+
+    @Option(help: "Group mode: heartbeat interval in milliseconds (default: the consumer's, 3000); members learn of a rebalance from their next heartbeat.")
+    var heartbeatMs: Int?
+
+    @Option(help: "Group mode: session timeout in milliseconds (default: the consumer's, 45000).")
+    var sessionTimeoutMs: Int?
 
     @Option(help: "Write the result as JSON to this file.")
     var json: String?
@@ -125,6 +139,18 @@ struct ConsumeRun: AsyncParsableCommand {
                               ("--partition-fetch-bytes", partitionFetchBytes)] {
             if let value, value < 1 { throw ValidationError("\(name) must be positive") }
         }
+        if let group {
+            guard !group.isEmpty else { throw ValidationError("--group must not be empty") }
+            // The rebalance measurement needs each record's partition, which `skip` does not give.
+            guard read == .messages else { throw ValidationError("--group reads each record's partition: use --read messages") }
+            // A member's partitions change during the run: "the end it had at the start" is not defined.
+            guard !untilEnd else { throw ValidationError("--until-end is not available with --group") }
+        } else if heartbeatMs != nil || sessionTimeoutMs != nil {
+            throw ValidationError("--heartbeat-ms and --session-timeout-ms need --group")
+        }
+        for (name, value) in [("--heartbeat-ms", heartbeatMs), ("--session-timeout-ms", sessionTimeoutMs)] {
+            if let value, value < 1 { throw ValidationError("\(name) must be positive") }
+        }
         if let fetchMaxWaitMs, fetchMaxWaitMs < 0 { throw ValidationError("--fetch-max-wait-ms must not be negative") }
         for path in [json, hgrm, plot].compactMap({ $0 }) {
             let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
@@ -146,8 +172,16 @@ struct ConsumeRun: AsyncParsableCommand {
             let mine = stride(from: Int32(index), to: partitionCount, by: connections).map {
                 (stream: stream, partition: $0, start: start.startOffset)
             }
-            var configuration = ConsumerConfiguration(assignment: .partitions(mine), brokers: resolved.brokers,
+            let assignment: ConsumerConfiguration.Assignment =
+                if let group { .group(id: group, streams: [stream]) } else { .partitions(mine) }
+            var configuration = ConsumerConfiguration(assignment: assignment, brokers: resolved.brokers,
                                                       credentials: resolved.credentials, security: resolved.security)
+            if group != nil {
+                // A new group has no committed offsets: its partitions start where --from says.
+                configuration.group.startWithoutCommittedOffset = start.startOffset
+                if let heartbeatMs { configuration.group.heartbeatIntervalMilliseconds = heartbeatMs }
+                if let sessionTimeoutMs { configuration.group.sessionTimeoutMilliseconds = sessionTimeoutMs }
+            }
             configuration.clientID = "eventflow-loadgen"
             configuration.finishAtHighWatermark = untilEnd
             // A benchmark must not skip what it was asked to read.
@@ -171,8 +205,9 @@ struct ConsumeRun: AsyncParsableCommand {
         let reporter = ProgressReporter(recorder: recorder, startNanoseconds: startNanoseconds, warmupSeconds: warmup.value,
                                         totalSeconds: warmup.value + duration.value, quiet: quiet)
         let progress = ReadProgress()
+        let groupLog = group != nil ? GroupLog(startNanoseconds: startNanoseconds) : nil
         let reader = RecordCounter(read: read, latency: latency, messageSize: messageSize, countMax: count,
-                                   recorder: recorder, progress: progress)
+                                   partitionCount: Int(partitionCount), recorder: recorder, progress: progress, groupLog: groupLog)
         let running = consumers
         reporter.start()
         await withTaskGroup(of: Void.self) { group in
@@ -184,7 +219,21 @@ struct ConsumeRun: AsyncParsableCommand {
                         recorder.fatal("consumer: \(error)")
                     }
                 }
+                if let groupLog {
+                    // Ends when run() does.
+                    group.addTask {
+                        for await event in consumer.events { groupLog.note(event, atNanoseconds: monotonicNanoseconds()) }
+                    }
+                }
             }
+            let counting = Task {
+                guard let groupLog else { return }
+                while !Task.isCancelled {
+                    groupLog.count(progress.records, atNanoseconds: monotonicNanoseconds())
+                    try? await Task.sleep(for: .nanoseconds(Int64(GroupLog.countIntervalNanoseconds)))
+                }
+            }
+            defer { counting.cancel() }
             await withTaskGroup(of: Void.self) { readers in
                 for consumer in running {
                     readers.addTask {
@@ -234,6 +283,7 @@ struct ConsumeRun: AsyncParsableCommand {
                              messageSize: messageSize, outputs: OutputFiles(json: json, hgrm: hgrm, plot: plot),
                              configuration: configuration, measuredSeconds: measuredSeconds,
                              firstRecordMilliseconds: first > 0 ? Double(first - startNanoseconds) / 1e6 : nil,
+                             group: group.flatMap { groupLog?.result(groupId: $0, settings: settings.group) },
                              nothingDone: "no record was read")
     }
 
@@ -288,6 +338,8 @@ final class ReadProgress: Sendable {
         countMax > 0 && state.withLock { $0.records >= countMax }
     }
 
+    var records: Int { state.withLock { $0.records } }
+
     func timerFired() { state.withLock { $0.endedByTimer = true } }
 
     func snapshot() -> (first: UInt64, last: UInt64, endedByTimer: Bool) {
@@ -301,8 +353,11 @@ struct RecordCounter: Sendable {
     let latency: Bool
     let messageSize: Int
     let countMax: Int
+    let partitionCount: Int
     let recorder: Recorder
     let progress: ReadProgress
+    /// Group mode: where the first record of each partition after an assignment is noted.
+    let groupLog: GroupLog?
 
     func read(_ consumer: EventFlowConsumer) async {
         var iterator = consumer.messages.makeAsyncIterator()
@@ -359,8 +414,19 @@ struct RecordCounter: Sendable {
             left = allowance(total: total)
         }
         defer { report() }
+        // Group mode: the assignment generation each partition's last record was noted for.
+        var seenGeneration = [Int](repeating: 0, count: groupLog == nil ? 0 : partitionCount)
         while left > 0, let message = try await iterator.next() {
             left -= 1
+            if let groupLog {
+                let generation = groupLog.generation.load(ordering: .acquiring)
+                let partition = Int(message.partition)
+                if seenGeneration.indices.contains(partition), seenGeneration[partition] != generation {
+                    seenGeneration[partition] = generation
+                    groupLog.firstRecord(partition: message.partition, generation: generation,
+                                         atNanoseconds: monotonicNanoseconds())
+                }
+            }
             let bytes = message.value?.readableBytes ?? -1
             guard bytes == messageSize else {
                 recorder.failed(1, error: "\(message.stream)/\(message.partition) offset \(message.offset): "

@@ -167,7 +167,8 @@ struct RunTiming: Sendable {
     /// `seconds`: the measured window; `measuredSeconds` and `firstRecordMilliseconds` go into the result as given.
     static func finish(mode: String, recorder: Recorder, samples: [IntervalSample], seconds: Double, messageSize: Int,
                        outputs: OutputFiles, configuration: RunConfiguration, measuredSeconds: Double? = nil,
-                       firstRecordMilliseconds: Double? = nil, nothingDone: String = "no event was acknowledged") throws {
+                       firstRecordMilliseconds: Double? = nil, group: GroupLog.Result? = nil,
+                       nothingDone: String = "no event was acknowledged") throws {
         if let fatal = recorder.fatalError { throw LoadgenFailure(fatal) }
         let state = recorder.state.withLock { $0 }
         if state.acknowledged == 0 {
@@ -180,7 +181,7 @@ struct RunTiming: Sendable {
             events: state.measuredEvents, errors: state.errors, firstError: state.firstError,
             latencyMilliseconds: LatencySummary(state.measured), eventsAcknowledgedTotal: state.acknowledged,
             config: configuration, timeline: samples, measuredSeconds: measuredSeconds,
-            firstRecordMilliseconds: firstRecordMilliseconds)
+            firstRecordMilliseconds: firstRecordMilliseconds, group: group)
         do {
             try outputs.write(result, histogram: state.measured)
         } catch {

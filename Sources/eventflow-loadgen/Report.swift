@@ -91,11 +91,13 @@ struct RunResult: Encodable, Sendable {
     var measuredSeconds: Double?
     /// consume: from the start (connect, Metadata, ListOffsets included) to the first record.
     var firstRecordMilliseconds: Double?
+    /// consume --group: the member's assignments and records over time (nil otherwise, and absent from the JSON).
+    var group: GroupLog.Result?
 
     enum CodingKeys: String, CodingKey {
         case mode, eventsPerSecond = "events_per_second", megabytesPerSecond = "mb_per_second", events, errors
         case firstError = "first_error", latencyMilliseconds = "latency_ms", eventsAcknowledgedTotal = "events_acknowledged_total"
-        case config, timeline, measuredSeconds = "measured_seconds", firstRecordMilliseconds = "first_record_ms"
+        case config, timeline, measuredSeconds = "measured_seconds", firstRecordMilliseconds = "first_record_ms", group
     }
 }
 
