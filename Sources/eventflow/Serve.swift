@@ -43,8 +43,23 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request frame accepted, in bytes.")
     var frameBytesMax = 100 * 1024 * 1024
 
+    @Option(help: "Largest frame accepted before SASL authentication, in bytes.")
+    var unauthenticatedFrameBytesMax = BrokerConfiguration.defaultUnauthenticatedFrameBytesMax
+
     @Option(help: "Open client connections accepted at once.")
     var connectionsMax = 10_000
+
+    @Option(help: "Open client connections accepted from one IP address.")
+    var connectionsPerPeerMax = 1_000
+
+    @Option(help: "A connection that has not finished its TLS handshake and SASL authentication this long after it opened is closed, in milliseconds.")
+    var authenticationTimeoutMilliseconds: Int64 = 30_000
+
+    @Option(help: "A request frame must arrive whole within this long of its size prefix, in milliseconds.")
+    var frameReadTimeoutMilliseconds: Int64 = 60_000
+
+    @Option(help: "A connection with nothing read, written or outstanding this long is closed, in milliseconds (Kafka's connections.max.idle.ms).")
+    var idleTimeoutMilliseconds: Int64 = 600_000
 
     @Option(help: "Requests in flight per connection before its socket reads pause.")
     var inflightRequestsMax = 64
@@ -130,6 +145,12 @@ struct Serve: AsyncParsableCommand {
                 host: host, port: port, advertisedHost: advertisedHost, transport: transport,
                 defaultPartitions: defaultPartitions, frameBytesMax: frameBytesMax, connectionsMax: connectionsMax,
                 inflightRequestsMax: inflightRequestsMax)
+            configuration.unauthenticatedFrameBytesMax = unauthenticatedFrameBytesMax
+            configuration.connectionsPerPeerMax = connectionsPerPeerMax
+            configuration.deadlines = ConnectionDeadlines.Configuration(
+                authenticationTimeout: .milliseconds(authenticationTimeoutMilliseconds),
+                frameReadTimeout: .milliseconds(frameReadTimeoutMilliseconds),
+                idleTimeout: .milliseconds(idleTimeoutMilliseconds))
             configuration.requestBytesMax = requestBytesMax
             configuration.connectionRequestBytesMax = connectionRequestBytesMax
             configuration.groupCommit = GroupCommit.Configuration(
@@ -169,6 +190,8 @@ extension Serve {
         guard frameBytesMax > 0, connectionsMax > 0, inflightRequestsMax > 0, flushBytesTarget > 0, memoryBytesMax > 0,
               lingerMilliseconds >= 0, (1...Streams.partitionsMax).contains(defaultPartitions),
               (requestBytesMax ?? 1) > 0, (connectionRequestBytesMax ?? 1) > 0,
+              unauthenticatedFrameBytesMax > 0, connectionsPerPeerMax > 0, authenticationTimeoutMilliseconds > 0,
+              frameReadTimeoutMilliseconds > 0, idleTimeoutMilliseconds > 0,
               tailCacheBytesMax >= 0, fetchWaitMillisecondsMax >= 0, fetchResponseBytesMax > 0, (1...64).contains(fetchCatchUpThreads) else {
             throw ValidationError("limits must be positive")
         }

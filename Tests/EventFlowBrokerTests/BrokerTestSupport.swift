@@ -25,7 +25,8 @@ final class BrokerHarness: Sendable {
                       revocationCheckMilliseconds: Int64 = 200,
                       requestBytesMax: Int? = nil, connectionRequestBytesMax: Int? = nil,
                       fetch: FetchService.Configuration = .init(),
-                      prepare: (PostgresConnection, EventStream) throws -> Void = { _, _ in }) async throws -> BrokerHarness {
+                      prepare: (PostgresConnection, EventStream) throws -> Void = { _, _ in },
+                      configure: (inout BrokerConfiguration) -> Void = { _ in }) async throws -> BrokerHarness {
         let url = try TestCluster.freshDatabase()
         let db = try PostgresConnection(url: url)
         defer { db.close() }
@@ -44,6 +45,10 @@ final class BrokerHarness: Sendable {
         configuration.requestBytesMax = requestBytesMax
         configuration.connectionRequestBytesMax = connectionRequestBytesMax
         configuration.fetch = fetch
+        // Dozens of suites start brokers and TLS handshakes at once on a debug build: a client may
+        // need seconds to authenticate. Tests of the deadlines set their own.
+        configuration.deadlines = .init(authenticationTimeout: .seconds(120))
+        configure(&configuration)
         var logger = Logger(label: "test.broker")
         logger.logLevel = .warning
         let broker = try await Broker.start(configuration: configuration, databaseURL: url, logger: logger)
@@ -90,9 +95,11 @@ final class TestConnection: @unchecked Sendable {
         self.iterator = frames.makeAsyncIterator()
     }
 
-    static func connect(port: Int, caPath: String) async throws -> TestConnection {
+    /// `tls`: the client's TLS settings (default: trust `caPath`).
+    static func connect(port: Int, caPath: String, tls custom: TLSConfiguration? = nil) async throws -> TestConnection {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .file(caPath)
+        if let custom { tls = custom }
         let context = try NIOSSLContext(configuration: tls)
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
         let channel = try await ClientBootstrap(group: group)

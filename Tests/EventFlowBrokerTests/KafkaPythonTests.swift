@@ -42,7 +42,13 @@ import Testing
         defer { db.close() }
         let rows = try storedRows(db, streamID: harness.stream.id)
         #expect(!rows.isEmpty)
-        #expect(rows.allSatisfy { $0.codec == 3 && $0.producerID >= 0 })
+        #expect(rows.allSatisfy { $0.producerID >= 0 }, "every batch is idempotent: \(rows.map(\.producerID))")
+        // kafka-python sends a batch uncompressed when LZ4 does not make it smaller, which is the
+        // case for one or two of these records (`DefaultRecordBatchBuilder._maybe_compress`);
+        // under load a linger can close a batch that small.
+        let shapes = rows.map { (codec: $0.codec, records: $0.lastOffset - $0.baseOffset + 1) }
+        #expect(shapes.allSatisfy { $0.codec == 3 || ($0.codec == 0 && $0.records <= 2) }, "codec and record count per batch: \(shapes)")
+        #expect(shapes.contains { $0.codec == 3 }, "LZ4 was used: \(shapes)")
         var stored = Set<Delivery>()
         for row in rows {
             let view = try RecordBatchView(validating: ByteBuffer(bytes: row.bytes))

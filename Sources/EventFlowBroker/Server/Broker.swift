@@ -61,8 +61,10 @@ public final class Broker: Sendable {
         let groups = GroupService(configuration: configuration.groups, controlPlane: controlPlane, timerLoop: group.next(), logger: logger)
         let registry = ConnectionRegistry()
         let requestBytes = RequestBytesGate(configuration: .init(bytesMax: configuration.effectiveRequestBytesMax))
+        let unauthenticatedBytes = RequestBytesGate(configuration: .init(bytesMax: max(configuration.unauthenticatedRequestBytesMax, 1)))
         services = BrokerServices(
-            configuration: configuration, batcher: batcher, fetches: fetches, groups: groups, requestBytes: requestBytes, controlPlane: controlPlane,
+            configuration: configuration, batcher: batcher, fetches: fetches, groups: groups, requestBytes: requestBytes,
+            unauthenticatedBytes: unauthenticatedBytes, controlPlane: controlPlane,
             streams: StreamDirectory(controlPlane: controlPlane, batcher: batcher), registry: registry,
             advertised: NIOLockedValueBox((configuration.advertisedHost ?? Self.defaultAdvertisedHost(configuration.host), Int32(configuration.port))),
             logger: logger)
@@ -70,6 +72,9 @@ public final class Broker: Sendable {
             registry.forEach { $0.batcherReadingPaused(paused) }
         }
         requestBytes.onReadingPausedChanged {
+            registry.forEach { $0.requestBytesPauseChanged() }
+        }
+        unauthenticatedBytes.onReadingPausedChanged {
             registry.forEach { $0.requestBytesPauseChanged() }
         }
         logger.info("log read back", metadata: ["partitions": "\(nextOffsets.count)", "producerBatches": "\(producerBatches.count)"])
@@ -82,6 +87,9 @@ public final class Broker: Sendable {
     /// Request bytes read and not yet handed to or refused by the batcher (see `RequestBytesBudget`).
     public var requestBytesCharged: Int { services.requestBytes.chargedBytes }
 
+    /// Bytes of frames received before authentication and not yet handled.
+    public var unauthenticatedBytesCharged: Int { services.unauthenticatedBytes.chargedBytes }
+
     /// The port the listener is bound to.
     public var port: Int { services.advertised.withLockedValue { Int($0.port) } }
 
@@ -93,10 +101,12 @@ public final class Broker: Sendable {
         case .tls(let chainPath, let keyPath):
             let chain = try NIOSSLCertificate.fromPEMFile(chainPath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
-            sslContext = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            // TLS 1.2 and 1.3 only (BoringSSL's default cipher list for them: AEAD suites with forward secrecy first).
+            tls.minimumTLSVersion = .tlsv12
+            sslContext = try NIOSSLContext(configuration: tls)
         }
         let services = services
-        let frameBytesMax = configuration.frameBytesMax
         let authentication = configuration.authentication
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -109,7 +119,6 @@ public final class Broker: Sendable {
                     if let sslContext {
                         try pipeline.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
-                    try pipeline.addHandler(ByteToMessageHandler(KafkaFrameDecoder(frameBytesMax: frameBytesMax)))
                     try pipeline.addHandler(MessageToByteHandler(KafkaFrameEncoder()))
                     try pipeline.addHandler(KafkaConnectionHandler(services: services, authentication: authentication))
                 }

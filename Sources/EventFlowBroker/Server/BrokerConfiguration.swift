@@ -22,7 +22,17 @@ public struct BrokerConfiguration: Sendable {
     /// Partitions of a stream created with CreateTopics numPartitions = -1.
     public var defaultPartitions: Int
     public var frameBytesMax: Int
+    /// Largest frame accepted before SASL authentication has succeeded (Kafka's
+    /// `sasl.server.max.receive.size`): ApiVersions and SASL need a few hundred bytes.
+    public var unauthenticatedFrameBytesMax = BrokerConfiguration.defaultUnauthenticatedFrameBytesMax
+    /// Bytes of frames received before authentication, all connections together, at which those
+    /// connections' reads pause (authenticated connections keep reading).
+    public var unauthenticatedRequestBytesMax = 16 << 20
     public var connectionsMax: Int
+    /// Open connections from one IP address.
+    public var connectionsPerPeerMax = 1_000
+    /// Authentication, frame and idle timeouts (`ConnectionDeadlines`).
+    public var deadlines = ConnectionDeadlines.Configuration()
     public var inflightRequestsMax: Int
     public var groupCommit: GroupCommit.Configuration
     /// The read side: tail cache, long-poll and response bounds, catch-up threads.
@@ -87,6 +97,9 @@ public struct BrokerConfiguration: Sendable {
 import NIOCore
 
 extension BrokerConfiguration {
+    /// 512 KiB, as Kafka's `sasl.server.max.receive.size`.
+    public static let defaultUnauthenticatedFrameBytesMax = 512 * 1024
+
     /// `requestBytesMax` as applied.
     public var effectiveRequestBytesMax: Int { max(requestBytesMax ?? groupCommit.memoryBytesMax, 1) }
 

@@ -4,8 +4,16 @@ import Foundation
 import Logging
 import NIOCore
 
-/// One client connection, after framing: decodes requests, drives the `SessionStateMachine`,
-/// serves each API, and writes responses in request order.
+/// One client connection, after TLS: cuts frames, decodes requests, drives the
+/// `SessionStateMachine`, serves each API, and writes responses in request order.
+///
+/// Frames are cut here rather than by a separate decoder because their bound and their budget
+/// depend on the session: before authentication a frame may be at most
+/// `unauthenticatedFrameBytesMax`, after it `frameBytesMax`. Once a frame's size prefix is read
+/// its whole size is reserved in the request-bytes budgets (the pre-authentication budget before
+/// authentication) and the frame is then read to its end within `ConnectionDeadlines`'
+/// `frameReadTimeout`; a new frame is reserved only while the budget has room, so bytes a
+/// connection is still receiving count like bytes it holds.
 ///
 /// Reading is paused (outbound `read` withheld, which is what `autoRead` drives) while the
 /// session has `inflightRequestsMax` requests outstanding, the batcher is full, or the request
@@ -32,6 +40,22 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var produceChain: EventLoopFuture<Void>?
     /// After SaslHandshake v0 the PLAIN message arrives as a bare frame without a request header.
     private var expectsBareSaslToken = false
+    /// Bytes read and not yet cut into frames: the frame being received and whatever one read brought after it.
+    private var cumulation = ByteBuffer()
+    /// What the incomplete frame at the head of `cumulation` reserved once its size prefix was read.
+    private var reservation = Reservation.none
+    /// Of `services.unauthenticatedBytes`, what this connection holds.
+    private var unauthenticatedBytesCharged = 0
+    private var deadlines: ConnectionDeadlines
+    private var deadlineTimer: Scheduled<Void>?
+
+    private enum Reservation: Equatable {
+        case none
+        /// Charged to this connection's and the broker's request-bytes budgets.
+        case requests(Int)
+        /// Charged to the pre-authentication budget.
+        case unauthenticated(Int)
+    }
 
     init(services: BrokerServices, authentication: SessionStateMachine.Authentication) {
         self.services = services
@@ -39,6 +63,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             authentication: authentication, inflightRequestsMax: services.configuration.inflightRequestsMax))
         self.logger = services.logger
         self.connectionBytes = RequestBytesBudget(configuration: .init(bytesMax: services.configuration.effectiveConnectionRequestBytesMax))
+        self.deadlines = ConnectionDeadlines(configuration: services.configuration.deadlines, openedAt: .now(),
+                                             authenticated: session.principal != nil)
     }
 
     private var id: ObjectIdentifier { ObjectIdentifier(self) }
@@ -56,14 +82,18 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let entry = ConnectionRegistry.Entry(handler: NIOLoopBound(self, eventLoop: context.eventLoop),
-                                             eventLoop: context.eventLoop, apiKeyID: nil)
-        guard services.registry.register(id, entry, connectionsMax: services.configuration.connectionsMax) else {
-            logger.warning("connection refused: connectionsMax reached", metadata: ["connectionsMax": "\(services.configuration.connectionsMax)"])
+                                             eventLoop: context.eventLoop, apiKeyID: nil,
+                                             peer: context.channel.remoteAddress?.ipAddress ?? "")
+        if let refusal = services.registry.register(id, entry, connectionsMax: services.configuration.connectionsMax,
+                                                    connectionsPerPeerMax: services.configuration.connectionsPerPeerMax) {
+            logger.warning("connection refused", metadata: ["reason": "\(refusal)"])
+            session.connectionClosed()
             context.close(promise: nil)
             return
         }
         registered = true
         batcherPaused = services.batcher.isReadingPaused
+        run(deadlines.opened())
         context.fireChannelActive()
     }
 
@@ -71,6 +101,15 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         session.connectionClosed()
         // Requests still waiting die with the connection; their later completions release nothing.
         releaseRequestBytes(connectionBytes.chargedBytes)
+        services.unauthenticatedBytes.release(unauthenticatedBytesCharged)
+        unauthenticatedBytesCharged = 0
+        reservation = .none
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
+        if cumulation.readableBytes > 0, !deadlines.isExpired {
+            logger.notice("connection closed in the middle of a frame", metadata: ["bytes": "\(cumulation.readableBytes)"])
+        }
+        cumulation = ByteBuffer()
         if registered {
             registered = false
             services.registry.unregister(id)
@@ -94,7 +133,18 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        handle(frame: unwrapInboundIn(data))
+        // A closed session reads nothing more: bytes still arriving (while TLS says goodbye) are dropped.
+        guard !session.isClosed else { return }
+        let bytes = unwrapInboundIn(data)
+        deadlines.activity(at: .now())
+        if cumulation.readableBytes == 0 {
+            cumulation = bytes
+        } else {
+            // Only the incomplete frame moves along; the memory of frames already cut stays with them.
+            if cumulation.readerIndex > 0 { cumulation.discardReadBytes() }
+            cumulation.writeImmutableBuffer(bytes)
+        }
+        cutFrames()
     }
 
     // MARK: Broker-wide events (called on this connection's event loop)
@@ -125,8 +175,14 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     private var isReadingPaused: Bool {
-        session.isReadingPaused || batcherPaused || connectionBytes.isReadingPaused || services.requestBytes.isReadingPaused
+        if session.isClosed { return true }
+        // A reserved frame is read to its end: its bytes are already counted.
+        if reservation != .none { return false }
+        let paused = session.isReadingPaused || batcherPaused || connectionBytes.isReadingPaused || services.requestBytes.isReadingPaused
+        return paused || (isUnauthenticated && services.unauthenticatedBytes.isReadingPaused)
     }
+
+    private var isUnauthenticated: Bool { session.principal == nil }
 
     private func resumeReadingIfPossible() {
         guard readPending, !isReadingPaused, let context else { return }
@@ -146,6 +202,92 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     static let servedAPIVersions = SupportedAPIVersions.apiVersionsEntries.filter { entry in
         EventFlowProtocol.APIKey(rawValue: entry.apiKey).map { servedAPIs.contains($0) } ?? false
+    }
+
+    // MARK: Frames
+
+    /// The bound for the next frame's size: small until SASL authentication succeeded.
+    private var frameBytesMax: Int {
+        isUnauthenticated ? services.configuration.unauthenticatedFrameBytesMax : services.configuration.frameBytesMax
+    }
+
+    private func cutFrames() {
+        while !session.isClosed {
+            let frame: ByteBuffer?
+            do {
+                frame = try KafkaFrameDecoder(frameBytesMax: frameBytesMax).nextFrame(from: &cumulation)
+            } catch {
+                let bound = isUnauthenticated ? "unauthenticatedFrameBytesMax" : "frameBytesMax"
+                logger.notice("closing connection: bad frame size", metadata: ["error": "\(error)", "bound": "\(bound)"])
+                cumulation = ByteBuffer()
+                session.connectionClosed()
+                context?.close(promise: nil)
+                return
+            }
+            guard let frame else {
+                reserveIncompleteFrame()
+                return
+            }
+            let reserved = reservation
+            if reserved != .none {
+                reservation = .none
+                deadlines.frameCompleted()
+            }
+            handle(frame: frame, reserved: reserved)
+        }
+    }
+
+    /// Reserves the size of the frame whose prefix (and maybe part of its body) is read, if the
+    /// budget has room; otherwise reads stay paused until it has, and the frame waits.
+    private func reserveIncompleteFrame() {
+        guard reservation == .none,
+              let size = cumulation.getInteger(at: cumulation.readerIndex, as: Int32.self).map(Int.init) else { return }
+        if isUnauthenticated {
+            guard !services.unauthenticatedBytes.isReadingPaused else { return }
+            unauthenticatedBytesCharged += size
+            services.unauthenticatedBytes.charge(size)
+            reservation = .unauthenticated(size)
+        } else {
+            guard !connectionBytes.isReadingPaused, !services.requestBytes.isReadingPaused else { return }
+            chargeRequestBytes(size)
+            reservation = .requests(size)
+        }
+        run(deadlines.frameStarted(at: .now()))
+        resumeReadingIfPossible()
+    }
+
+    private func releaseUnauthenticatedBytes(_ bytes: Int) {
+        let released = min(bytes, unauthenticatedBytesCharged)
+        guard released > 0 else { return }
+        unauthenticatedBytesCharged -= released
+        services.unauthenticatedBytes.release(released)
+    }
+
+    // MARK: Deadlines
+
+    private func run(_ action: ConnectionDeadlines.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            break
+        case .schedule(let deadline):
+            deadlineTimer?.cancel()
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            deadlineTimer = context.eventLoop.scheduleTask(deadline: deadline) { bound.value.deadlineReached() }
+        case .close(let reason):
+            if reason == .idle {
+                logger.info("closing connection", metadata: ["reason": "\(reason)"])
+            } else {
+                logger.notice("closing connection", metadata: ["reason": "\(reason)"])
+            }
+            session.connectionClosed()
+            context.close(promise: nil)
+        }
+    }
+
+    private func deadlineReached() {
+        deadlineTimer = nil
+        run(deadlines.timerFired(at: .now(), requestsOutstanding: session.outstandingRequestCount))
     }
 
     // MARK: Request bytes
@@ -171,11 +313,24 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         return frameBytesUnclaimed
     }
 
-    private func handle(frame: ByteBuffer) {
-        frameBytesUnclaimed = frame.readableBytes
-        chargeRequestBytes(frameBytesUnclaimed)
+    /// `reserved`: what the frame reserved while it was being received; a frame that arrived
+    /// within one read is charged now. Frames before authentication are only bounded in size
+    /// (a frame in hand is already in memory); their reservation is released once handled.
+    private func handle(frame: ByteBuffer, reserved: Reservation) {
+        switch reserved {
+        case .requests(let bytes):
+            frameBytesUnclaimed = bytes
+        case .unauthenticated:
+            frameBytesUnclaimed = 0
+        case .none:
+            frameBytesUnclaimed = isUnauthenticated ? 0 : frame.readableBytes
+            chargeRequestBytes(frameBytesUnclaimed)
+        }
         // Requests answered synchronously (or refused) release their frame here.
-        defer { releaseRequestBytes(takeFrameBytes()) }
+        defer {
+            releaseRequestBytes(takeFrameBytes())
+            if case .unauthenticated(let bytes) = reserved { releaseUnauthenticatedBytes(bytes) }
+        }
         if expectsBareSaslToken {
             expectsBareSaslToken = false
             authenticateBareToken(frame)
@@ -381,6 +536,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     private func authenticated(_ sequence: SessionStateMachine.RequestSequence, key: EventFlowStorage.APIKey) {
         session.authenticationSucceeded(sequence, principal: .init(organizationID: key.orgID, apiKeyID: key.id))
+        run(deadlines.authenticated(at: .now()))
         services.registry.authenticated(id, apiKeyID: key.id)
         logger[metadataKey: "apiKey"] = "\(key.id)"
     }
@@ -404,9 +560,13 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             case .close:
                 if wrote { context.flush() }
                 wrote = false
+                deadlineTimer?.cancel()
                 context.close(promise: nil)
             }
         }
-        if wrote { context.flush() }
+        if wrote {
+            context.flush()
+            deadlines.activity(at: .now())
+        }
     }
 }

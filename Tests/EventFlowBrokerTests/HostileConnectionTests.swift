@@ -1,0 +1,304 @@
+@testable import EventFlowBroker
+import EventFlowProtocol
+import EventFlowStorage
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Testing
+
+/// Connections that behave as an attacker's would, against a real broker (TLS, SASL, PostgreSQL):
+/// each is closed, holds no memory it did not send, and the broker keeps serving everyone else.
+@Suite struct HostileConnectionTests {
+    @Test func framesBeforeAuthenticationAboveTheirBoundAreRefusedAtTheirSizePrefix() async throws {
+        let harness = try await BrokerHarness.start(frameBytesMax: 1 << 20)
+        let port = harness.broker.port
+        let ca = harness.certificates.certificateAuthority
+
+        // Six connections that never authenticate, each claiming a 100 MiB ApiVersions frame: closed
+        // as soon as the prefix arrives, before any of the claimed bytes are sent.
+        var attackers: [TestConnection] = []
+        for _ in 0..<6 {
+            let attacker = try await TestConnection.connect(port: port, caPath: ca)
+            var prefix = ByteBuffer()
+            prefix.writeInteger(Int32(100 << 20))
+            prefix.writeBytes([0x00, 0x12, 0x00, 0x03])
+            try await attacker.writeRaw(prefix)
+            attackers.append(attacker)
+        }
+        for attacker in attackers { #expect(await attacker.receiveFrame() == nil) }
+
+        // One byte over the pre-authentication bound is refused; the bound itself is accepted
+        // (the frame is not a valid request, so it closes too, but only once it has arrived whole).
+        let over = try await TestConnection.connect(port: port, caPath: ca)
+        var overPrefix = ByteBuffer()
+        overPrefix.writeInteger(Int32(BrokerConfiguration.defaultUnauthenticatedFrameBytesMax + 1))
+        try await over.writeRaw(overPrefix)
+        #expect(await over.receiveFrame() == nil)
+
+        let atBound = try await TestConnection.connect(port: port, caPath: ca)
+        var atBoundPrefix = ByteBuffer()
+        atBoundPrefix.writeInteger(Int32(BrokerConfiguration.defaultUnauthenticatedFrameBytesMax))
+        atBoundPrefix.writeBytes([0x00, 0x12])
+        try await atBound.writeRaw(atBoundPrefix)
+        // While its bytes are outstanding the frame holds its reservation in the pre-authentication budget.
+        #expect(try await eventually { harness.broker.unauthenticatedBytesCharged == BrokerConfiguration.defaultUnauthenticatedFrameBytesMax })
+        #expect(harness.broker.requestBytesCharged == 0)
+        await atBound.close()
+        #expect(try await eventually { harness.broker.unauthenticatedBytesCharged == 0 })
+
+        // After authentication the connection's bound is frameBytesMax: a 600 KiB produce is taken.
+        let producer = try await harness.authenticatedConnection()
+        let large = try batch(valueBytes: 600 * 1024)
+        let (_, produced) = try await producer.call(produceRequest(topic: "orders", batch: large), version: 7)
+        #expect(produced.responses.first?.partitionResponses.first?.errorCode == .noError)
+        #expect(harness.broker.requestBytesCharged == 0)
+        await producer.close()
+        await harness.broker.shutdown()
+    }
+
+    @Test func connectionsThatNeverFinishTLSOrSASLAreClosedAtTheAuthenticationTimeout() async throws {
+        let harness = try await BrokerHarness.start(configure: {
+            $0.deadlines = .init(authenticationTimeout: .seconds(3), frameReadTimeout: .seconds(60), idleTimeout: .seconds(600))
+        })
+        let port = harness.broker.port
+        let ca = harness.certificates.certificateAuthority
+
+        // TCP without a TLS ClientHello.
+        let silent = try await RawTCPConnection.connect(port: port)
+        // TLS, then nothing.
+        let tlsOnly = try await TestConnection.connect(port: port, caPath: ca)
+        // SaslHandshake, then no SaslAuthenticate. (On a loaded machine the handshake itself may
+        // come too late; the connection is then closed all the same.)
+        let halfSasl = try await TestConnection.connect(port: port, caPath: ca)
+        if let (_, handshake) = try? await halfSasl.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1) {
+            #expect(handshake.errorCode == .noError)
+        }
+        // A client that authenticates keeps its connection past the deadline.
+        let client = try await retryingWhileClosed { try await harness.authenticatedConnection() }
+
+        #expect(await silent.closedByPeer())
+        #expect(await tlsOnly.receiveFrame() == nil)
+        #expect(await halfSasl.receiveFrame() == nil)
+        try await Task.sleep(for: .seconds(3))
+        let (_, metadata) = try await client.call(MetadataRequest(topics: nil), version: 1)
+        #expect(metadata.topics.map(\.name) == ["orders"])
+        #expect(try await eventually { harness.broker.servicesForTests.registry.count == 1 })
+        await client.close()
+        await harness.broker.shutdown()
+    }
+
+    @Test func idleConnectionsAreClosedAndOnesWaitingForALongPollAreNot() async throws {
+        let harness = try await BrokerHarness.start(configure: {
+            $0.deadlines = .init(authenticationTimeout: .seconds(120), frameReadTimeout: .seconds(60), idleTimeout: .seconds(1))
+        })
+        let idle = try await retryingWhileClosed { try await harness.authenticatedConnection() }
+        // A long poll longer than the idle timeout: the connection is waiting for the broker, not
+        // idle, and gets its (empty) answer after 2.5 s.
+        let fetch = FetchRequest(maxWaitMs: 2_500, minBytes: 1, maxBytes: 1 << 20, topics: [
+            .init(topic: "orders", partitions: [.init(partition: 0, fetchOffset: 0, partitionMaxBytes: 1 << 20)]),
+        ])
+        let answer = try await retryingWhileClosed {
+            let polling = try await harness.authenticatedConnection()
+            defer { Task { await polling.close() } }
+            return try await polling.call(fetch, version: 4).1
+        }
+        #expect(answer.responses.first?.partitions.first?.errorCode == .noError)
+        #expect(answer.responses.first?.partitions.first?.records?.readableBytes ?? 0 == 0)
+        // Meanwhile the other connection, with nothing to say, was closed.
+        #expect(await idle.receiveFrame() == nil)
+        await harness.broker.shutdown()
+    }
+
+    @Test func aFrameThatStopsArrivingIsClosedAtTheFrameReadTimeoutAndReleasesItsReservation() async throws {
+        let harness = try await BrokerHarness.start(configure: {
+            $0.deadlines = .init(authenticationTimeout: .seconds(10), frameReadTimeout: .seconds(3), idleTimeout: .seconds(600))
+        })
+        let dribbler = try await harness.authenticatedConnection()
+        var start = ByteBuffer()
+        start.writeInteger(Int32(50_000))
+        start.writeBytes([0x00, 0x00, 0x00, 0x07])
+        try await dribbler.writeRaw(start)
+        // The claimed size counts against the request-bytes budget while the rest is awaited.
+        #expect(try await eventually { harness.broker.requestBytesCharged == 50_000 })
+        // One more byte now and then does not save it: the whole frame had to arrive in time.
+        for _ in 0..<3 {
+            try? await dribbler.writeRaw(ByteBuffer(bytes: [0x00]))
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(await dribbler.receiveFrame() == nil)
+        #expect(try await eventually { harness.broker.requestBytesCharged == 0 })
+
+        let client = try await harness.authenticatedConnection()
+        let (_, produced) = try await client.call(produceRequest(topic: "orders", batch: try producedBatch(count: 3)), version: 7)
+        #expect(produced.responses.first?.partitionResponses.first?.errorCode == .noError)
+        await client.close()
+        await harness.broker.shutdown()
+    }
+
+    @Test func aFrameBeingReceivedHoldsTheBudgetSoOtherConnectionsWaitForIt() async throws {
+        // Broker-wide bound 64 KiB: a 100 KiB frame in progress fills it.
+        let harness = try await BrokerHarness.start(requestBytesMax: 64 * 1024, connectionRequestBytesMax: 1 << 20)
+        let largeConnection = try await harness.authenticatedConnection()
+        let other = try await harness.authenticatedConnection()
+        let frame = produceRequest(topic: "orders", batch: try batch(valueBytes: 100 * 1024))
+            .encodedRequest(version: 7, correlationId: 1, clientId: "t")
+        var sized = ByteBuffer()
+        sized.writeInteger(Int32(frame.readableBytes))
+        sized.writeImmutableBuffer(frame)
+        let firstPart = sized.getSlice(at: 0, length: 10_000)!
+        let rest = sized.getSlice(at: 10_000, length: sized.readableBytes - 10_000)!
+        try await largeConnection.writeRaw(firstPart)
+        #expect(try await eventually { harness.broker.requestBytesCharged == frame.readableBytes })
+
+        // The other connection's request waits: reads are paused while the budget is full.
+        let sent = try await other.send(MetadataRequest(topics: nil), version: 1)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(harness.broker.requestBytesCharged == frame.readableBytes)
+        // The reserved frame is read to its end even though the budget is full, then handed to
+        // the batcher; its bytes are released and the waiting request is answered.
+        try await largeConnection.writeRaw(rest)
+        let (_, produced) = try await largeConnection.receive(ProduceResponse.self, version: 7)
+        #expect(produced.responses.first?.partitionResponses.first?.errorCode == .noError)
+        let (correlationID, metadata) = try await other.receive(MetadataResponse.self, version: 1)
+        #expect(correlationID == sent)
+        #expect(metadata.topics.map(\.name) == ["orders"])
+        #expect(try await eventually { harness.broker.requestBytesCharged == 0 })
+        await largeConnection.close()
+        await other.close()
+        await harness.broker.shutdown()
+    }
+
+    @Test func plaintextOnTheTLSPortAndOldTLSVersionsAreRefused() async throws {
+        let harness = try await BrokerHarness.start()
+        let port = harness.broker.port
+
+        // A Kafka ApiVersions request in the clear: not a TLS record, the connection closes unanswered.
+        let plaintext = try await RawTCPConnection.connect(port: port)
+        var frame = ByteBuffer()
+        let request = ApiVersionsRequest().encodedRequest(version: 2, correlationId: 1, clientId: "plain")
+        frame.writeInteger(Int32(request.readableBytes))
+        frame.writeImmutableBuffer(request)
+        try await plaintext.write(frame)
+        #expect(await plaintext.closedByPeer())
+        let answer = plaintext.bytesReceived
+        #expect(answer.isEmpty || answer.first == 0x15, "at most a TLS alert (record type 21) comes back, never a Kafka response")
+
+        // TLS 1.1 is refused; TLS 1.2 and 1.3 are served.
+        for (version, served) in [(TLSVersion.tlsv11, false), (.tlsv12, true), (.tlsv13, true)] {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(harness.certificates.certificateAuthority)
+            tls.minimumTLSVersion = version
+            tls.maximumTLSVersion = version
+            let connection = try await TestConnection.connect(port: port, caPath: harness.certificates.certificateAuthority, tls: tls)
+            let answer = try? await connection.call(ApiVersionsRequest(), version: 2)
+            #expect((answer?.1.errorCode == .noError) == served, "TLS \(version)")
+            await connection.close()
+        }
+
+        // A client that does not trust the broker's CA fails the handshake.
+        var untrusting = TLSConfiguration.makeClientConfiguration()
+        untrusting.trustRoots = .certificates([])
+        let stranger = try await TestConnection.connect(port: port, caPath: harness.certificates.certificateAuthority, tls: untrusting)
+        let strangerAnswer = try? await stranger.call(ApiVersionsRequest(), version: 2)
+        #expect(strangerAnswer == nil)
+        await harness.broker.shutdown()
+    }
+
+    @Test func connectionsFromOnePeerAreBoundedAndOthersKeepWorking() async throws {
+        let harness = try await BrokerHarness.start(configure: { $0.connectionsPerPeerMax = 2 })
+        let first = try await harness.authenticatedConnection()
+        let second = try await harness.authenticatedConnection()
+        let third = try await TestConnection.connect(port: harness.broker.port, caPath: harness.certificates.certificateAuthority)
+        _ = try? await third.send(ApiVersionsRequest(), version: 2)
+        #expect(await third.receiveFrame() == nil)
+        let (_, metadata) = try await second.call(MetadataRequest(topics: nil), version: 1)
+        #expect(metadata.topics.map(\.name) == ["orders"])
+        await first.close()
+        #expect(try await eventually { harness.broker.servicesForTests.registry.count == 1 })
+        let fourth = try await harness.authenticatedConnection()
+        let (_, again) = try await fourth.call(MetadataRequest(topics: nil), version: 1)
+        #expect(again.topics.map(\.name) == ["orders"])
+        await second.close()
+        await fourth.close()
+        await harness.broker.shutdown()
+    }
+}
+
+/// Runs `body` again (up to `attempts` times) when the broker closed the connection under it: on
+/// a machine loaded by the other suites a test client can be slower than a deadline meant for
+/// the connections the test does not expect to survive.
+private func retryingWhileClosed<T>(attempts: Int = 5, _ body: () async throws -> T) async throws -> T {
+    for _ in 1..<attempts {
+        do {
+            return try await body()
+        } catch let error as ChannelError where error == .ioOnClosedChannel || error == .alreadyClosed {
+            continue
+        } catch TestConnectionError.closed {
+            continue
+        }
+    }
+    return try await body()
+}
+
+/// One batch with a single record of `valueBytes` bytes.
+private func batch(valueBytes: Int) throws -> ByteBuffer {
+    var builder = RecordBatchBuilder(configuration: .init())
+    builder.append(timestamp: 1_764_000_000_000, key: Array("big".utf8), value: [UInt8](repeating: 0x61, count: valueBytes))
+    return try builder.build()
+}
+
+/// A plain TCP connection (no TLS, no framing) that records what comes back and when it closes.
+final class RawTCPConnection: @unchecked Sendable {
+    private let channel: any Channel
+    private let collector: RawCollector
+    private static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+    private init(channel: any Channel, collector: RawCollector) {
+        self.channel = channel
+        self.collector = collector
+    }
+
+    static func connect(port: Int) async throws -> RawTCPConnection {
+        let collector = RawCollector()
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return RawTCPConnection(channel: channel, collector: collector)
+    }
+
+    func write(_ bytes: ByteBuffer) async throws {
+        try await channel.writeAndFlush(bytes)
+    }
+
+    /// Waits until the broker closes the connection (false if it is still open after 30 s).
+    func closedByPeer() async -> Bool {
+        let closed = channel.closeFuture
+        return await withTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask { (try? await closed.get()) != nil }
+            tasks.addTask {
+                try? await Task.sleep(for: .seconds(30))
+                return false
+            }
+            let first = await tasks.next() ?? false
+            tasks.cancelAll()
+            if !first { try? await self.channel.close() }
+            return first
+        }
+    }
+
+    var bytesReceived: [UInt8] { collector.bytes.withLockedValue { $0 } }
+}
+
+private final class RawCollector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let bytes = NIOLockedValueBox<[UInt8]>([])
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        bytes.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
+    }
+}
