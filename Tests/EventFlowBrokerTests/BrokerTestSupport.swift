@@ -140,6 +140,25 @@ final class TestConnection: @unchecked Sendable {
         await iterator.next()
     }
 
+    /// The same, but a broker that neither answers nor closes within `timeout` is a test failure
+    /// (the connection is then closed so the test goes on).
+    func receiveFrame(timeout: Duration, iteration: Int) async -> ByteBuffer? {
+        let channel = self.channel
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            Issue.record("no answer and no close within \(timeout) (frame \(iteration))")
+            try? await channel.close()
+        }
+        defer { watchdog.cancel() }
+        return await iterator.next()
+    }
+
+    /// Sends `request` under a chosen correlation id.
+    func send<Request: KafkaRequestMessage>(_ request: Request, version: Int16, correlationID: Int32) async throws -> Int32 {
+        try await writeFrame(request.encodedRequest(version: version, correlationId: correlationID, clientId: "test"))
+        return correlationID
+    }
+
     func receive<Response: KafkaResponseMessage>(_ type: Response.Type, version: Int16) async throws -> (Int32, Response) {
         guard let frame = await receiveFrame() else { throw TestConnectionError.closed }
         let (header, body) = try Response.decodeResponse(frame: frame, version: version)
