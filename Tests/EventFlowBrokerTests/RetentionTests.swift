@@ -49,7 +49,9 @@ func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async t
         try await offThePool {
             let db = try harness.database()
             defer { db.close() }
-            return try harness.broker.enforceRetention(db, now: now)
+            var logger = Logger(label: "test.retention")
+            logger.logLevel = .warning
+            return try harness.broker.enforceRetention(db, now: now, logger: logger)
         }
     }
 
@@ -225,6 +227,34 @@ func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async t
         #expect(rows.first?["n"] == String(2 * batchesPerPartition), "the old days are gone, today's batches all stored")
         await producer.close()
         await consumer.close()
+        await harness.broker.shutdown()
+    }
+
+    @Test func aReadSentToADayDroppedUnderItReadsOnFromTheDaysThatRemain() async throws {
+        let now = Date()
+        var old: [ByteBuffer] = []
+        let harness = try await BrokerHarness.start(fetch: FetchTests.noCache) { db, stream in
+            old = try writeFlush(db, stream: stream.id, counts: [2, 3], from: 0, createdAt: now.addingTimeInterval(-3 * Self.day))
+        }
+        let connection = try await harness.authenticatedConnection()
+        let recent = try await fetchTests.produce([try producedBatch(count: 2), try producedBatch(count: 1)], on: connection)
+        // The fetch service learns the day index (three days ago, today) and serves from it.
+        let all = try await fetchPartition(connection, 0)
+        #expect(Array(all.records?.readableBytesView ?? ByteBuffer().readableBytesView) == fetchTests.concatenated(old + recent))
+
+        // The day goes behind the fetch service's back, as when a read started just before the
+        // log start moved: the read that names the dropped table must not fail.
+        let db = try harness.database()
+        defer { db.close() }
+        try LogStartOffsets.advance(db, [StoredPartitionOffset(streamID: harness.stream.id, partition: 0, offset: 5)])
+        #expect(try LogRetention.drop(db, DayPartition(log: .batches, day: now.addingTimeInterval(-3 * Self.day)), now: now) == .dropped)
+        let after = try await fetchPartition(connection, 0)
+        #expect(after.errorCode == .noError)
+        #expect(Array(after.records?.readableBytesView ?? ByteBuffer().readableBytesView) == fetchTests.concatenated(recent))
+        // The index read again starts at what is stored: the log start follows.
+        #expect(try await fetchPartition(connection, 0).errorCode == .offsetOutOfRange)
+        #expect(try await listOffset(connection, -2) == 5)
+        await connection.close()
         await harness.broker.shutdown()
     }
 }
