@@ -263,7 +263,7 @@ struct StreamCommand: ParsableCommand {
     }
 
     struct Delete: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a stream (soft delete: its data is kept).")
+        static let configuration = CommandConfiguration(abstract: "Delete a stream (soft delete: its data is kept until its retention passes).")
         @Option(help: "Organization name or id.") var org: String
         @Argument(help: "Stream name.") var name: String
         @OptionGroup var database: DatabaseOptions

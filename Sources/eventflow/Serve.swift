@@ -135,6 +135,8 @@ struct Serve: AsyncParsableCommand {
             let signal = await signals.wait()
             logger.info("stopping", metadata: ["signal": "\(signal)"])
             maintenance.cancel()
+            // A round already running finishes first, so it never meets a stopped broker or database.
+            await maintenance.value
             await broker.shutdown()
         } catch {
             try? session.close()
