@@ -224,14 +224,14 @@ public final class FetchService: Sendable {
             // Until the persisted log starts are read, only the catch-up path (which reads them) answers.
             guard state.logStartsLoaded else { return nil }
             return Self.assemble(plan, configuration: configuration,
-                          highWatermark: { self.highWatermark(of: $0, state.waits) },
-                          logStartOffset: { state.logStartOffsets[$0] ?? 0 },
-                          read: { partition, offset, budget, whole in
-                              guard case .batches(let records, let count, _) = state.cache.read(partition, from: offset, bytesMax: budget,
-                                                                                                firstBatchWhole: whole),
-                                    count > 0 || budget == 0 || !whole else { return nil }
-                              return records
-                          })
+                                 highWatermark: { self.highWatermark(of: $0, state.waits) },
+                                 logStartOffset: { state.logStartOffsets[$0] ?? 0 },
+                                 read: { partition, offset, budget, whole in
+                                     guard case .batches(let records, let count, _) = state.cache.read(partition, from: offset, bytesMax: budget,
+                                                                                                       firstBatchWhole: whole),
+                                           count > 0 || budget == 0 || !whole else { return nil }
+                                     return records
+                                 })
         }
         if let fromCache {
             finish(fromCache, plan: plan, promise: promise, mayPark: mayPark)
