@@ -183,7 +183,7 @@ struct APIKeyCommand: ParsableCommand {
 struct StreamCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stream", abstract: "Manage event streams (Kafka topics).",
-        subcommands: [Create.self, List.self, Describe.self, Delete.self])
+        subcommands: [Create.self, List.self, Describe.self, Alter.self, Delete.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a stream.")
@@ -244,8 +244,26 @@ struct StreamCommand: ParsableCommand {
         }
     }
 
+    struct Alter: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change a stream's retention (Kafka's retention.ms, in hours); the broker's next maintenance round applies it.")
+        @Option(help: "Organization name or id.") var org: String
+        @Argument(help: "Stream name.") var name: String
+        @Option(help: "How long batches are kept, in hours.") var retentionHours: Int
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() throws {
+            let stream = try withDatabase(database) { db in
+                try Streams.alter(db, org: try Organizations.find(db, org), name: name, retentionHours: retentionHours)
+            }
+            if output.json { try printJSON(stream); return }
+            print("Altered stream \(stream.name): retention \(stream.retentionHours) h")
+        }
+    }
+
     struct Delete: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a stream (soft delete: its data is kept).")
+        static let configuration = CommandConfiguration(abstract: "Delete a stream (soft delete: its data is kept until its retention passes).")
         @Option(help: "Organization name or id.") var org: String
         @Argument(help: "Stream name.") var name: String
         @OptionGroup var database: DatabaseOptions

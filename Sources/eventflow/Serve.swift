@@ -16,7 +16,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Daily log partitions created ahead of today.")
     var partitionDaysAhead = TimePartitions.defaultDaysAhead
 
-    @Option(help: "How often partition maintenance runs, in seconds.")
+    @Option(help: "How often maintenance runs (daily partitions ahead, retention: log start offsets, dropping days no stream needs), in seconds.")
     var maintenanceIntervalSeconds = 3600
 
     @Option(help: "Log level (trace, debug, info, notice, warning, error).")
@@ -125,21 +125,6 @@ struct Serve: AsyncParsableCommand {
             logger.info("partitions ensured", metadata: ["created": "\(created.count)", "daysAhead": "\(partitionDaysAhead)"])
             connection.close()
 
-            let maintenance = Task.detached { [url = session.url, interval = maintenanceIntervalSeconds] in
-                let log = Logger(label: "eventflow.maintenance")
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(interval))
-                    if Task.isCancelled { break }
-                    do {
-                        let db = try PostgresConnection(url: url)
-                        defer { db.close() }
-                        let made = try partitions.ensure(db)
-                        if !made.isEmpty { log.info("created partitions", metadata: ["names": "\(made)"]) }
-                    } catch {
-                        log.error("partition maintenance failed; retrying next round", metadata: ["error": "\(error)"])
-                    }
-                }
-            }
             let transport = try transport(session: session, logger: logger)
             var configuration = BrokerConfiguration(
                 host: host, port: port, advertisedHost: advertisedHost, transport: transport,
@@ -165,10 +150,14 @@ struct Serve: AsyncParsableCommand {
             } catch let error as IOError where error.errnoCode == EADDRINUSE {
                 throw CommandFailure(description: "cannot listen on \(host):\(port): the port is already in use; choose another with --port")
             }
+            let maintenance = Self.startMaintenance(url: session.url, intervalSeconds: maintenanceIntervalSeconds,
+                                                    partitions: partitions, broker: broker)
             logger.info("EventFlow is ready; stop with Ctrl-C (SIGINT) or SIGTERM", metadata: ["port": "\(broker.port)"])
             let signal = await signals.wait()
             logger.info("stopping", metadata: ["signal": "\(signal)"])
             maintenance.cancel()
+            // A round already running finishes first, so it never meets a stopped broker or database.
+            await maintenance.value
             await broker.shutdown()
         } catch {
             try? session.close()
@@ -184,6 +173,40 @@ struct Serve: AsyncParsableCommand {
 }
 
 extension Serve {
+    /// Every `intervalSeconds`: the daily partitions ahead, then a retention round. The work blocks
+    /// on libpq (a detach waits for the queries using its table), so it runs on a Dispatch queue,
+    /// not on the Swift concurrency pool.
+    static func startMaintenance(url: String, intervalSeconds: Int, partitions: TimePartitions, broker: Broker) -> Task<Void, Never> {
+        Task.detached {
+            let log = Logger(label: "eventflow.maintenance")
+            let queue = DispatchQueue(label: "eventflow.maintenance")
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(intervalSeconds))
+                if Task.isCancelled { break }
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    queue.async {
+                        defer { done.resume() }
+                        do {
+                            let db = try PostgresConnection(url: url)
+                            defer { db.close() }
+                            let made = try partitions.ensure(db)
+                            if !made.isEmpty { log.info("created partitions", metadata: ["names": "\(made)"]) }
+                            let report = try broker.enforceRetention(db, now: Date(), logger: log)
+                            if !report.moves.isEmpty || !report.dropped.isEmpty || !report.kept.isEmpty {
+                                log.info("retention round", metadata: [
+                                    "logStartsMoved": "\(report.moves.count)", "dropped": "\(report.dropped.map(\.table))",
+                                    "kept": "\(report.kept.map(\.day.table))",
+                                ])
+                            }
+                        } catch {
+                            log.error("maintenance failed; retrying next round", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard !(plaintext && tlsCert != nil) else { throw ValidationError("--plaintext and --tls-cert exclude each other") }
@@ -191,7 +214,7 @@ extension Serve {
               lingerMilliseconds >= 0, (1...Streams.partitionsMax).contains(defaultPartitions),
               (requestBytesMax ?? 1) > 0, (connectionRequestBytesMax ?? 1) > 0,
               unauthenticatedFrameBytesMax > 0, connectionsPerPeerMax > 0, authenticationTimeoutMilliseconds > 0,
-              frameReadTimeoutMilliseconds > 0, idleTimeoutMilliseconds > 0,
+              frameReadTimeoutMilliseconds > 0, idleTimeoutMilliseconds > 0, maintenanceIntervalSeconds > 0,
               tailCacheBytesMax >= 0, fetchWaitMillisecondsMax >= 0, fetchResponseBytesMax > 0, (1...64).contains(fetchCatchUpThreads) else {
             throw ValidationError("limits must be positive")
         }

@@ -95,6 +95,28 @@ private func bytes(_ read: TailCache.Read) -> [UInt8]? {
         cache.insert(segment: buffer, batches: batches)
         #expect(cache.read(partitionA, from: 0, bytesMax: 100, firstBatchWhole: true) == .notCached)
     }
+
+    @Test func discardingBelowALogStartLeavesNothingCachedBelowIt() {
+        var cache = TailCache(bytesMax: 1 << 20)
+        let (buffer, batches) = segment([(partitionA, 0, 9, 10), (partitionB, 0, 0, 4), (partitionA, 10, 14, 5), (partitionA, 15, 15, 3)])
+        cache.insert(segment: buffer, batches: batches)
+        cache.discard(partitionA, below: 15)
+        #expect(cache.firstCachedOffset(of: partitionA) == 15)
+        #expect(cache.read(partitionA, from: 12, bytesMax: 100, firstBatchWhole: true) == .notCached)
+        #expect(bytes(cache.read(partitionA, from: 15, bytesMax: 100, firstBatchWhole: true)) == Array(repeating: 15, count: 3))
+        #expect(bytes(cache.read(partitionB, from: 0, bytesMax: 100, firstBatchWhole: true)) == Array(repeating: 0, count: 4),
+                "other partitions of the segment are untouched")
+        // A log start inside the cached run keeps the batch that holds it.
+        cache.discard(partitionB, below: 0)
+        #expect(cache.firstCachedOffset(of: partitionB) == 0)
+        // Everything below: the partition's run is gone, later commits continue it.
+        cache.discard(partitionA, below: 16)
+        #expect(cache.firstCachedOffset(of: partitionA) == nil)
+        let (next, nextBatches) = segment([(partitionA, 16, 17, 2)])
+        cache.insert(segment: next, batches: nextBatches)
+        #expect(bytes(cache.read(partitionA, from: 16, bytesMax: 100, firstBatchWhole: true)) == Array(repeating: 16, count: 2))
+        #expect(cache.segmentCount == 2)
+    }
 }
 
 @Suite struct FetchWaitsTests {

@@ -93,6 +93,18 @@ struct CLI {
         #expect(duplicate.status == 1)
         #expect(duplicate.stderr == "error: stream 'orders' already exists in organization 'acme'\n")
 
+        let altered = try cli.run("stream", "alter", "--org", "acme", "orders", "--retention-hours", "12")
+        #expect(altered.status == 0)
+        #expect(altered.stdout == "Altered stream orders: retention 12 h\n")
+        let afterAlter = try cli.run("stream", "describe", "--org", "acme", "orders", "--json")
+        #expect((try JSONSerialization.jsonObject(with: Data(afterAlter.stdout.utf8)) as? [String: Any])?["retentionHours"] as? Int == 12)
+        let zero = try cli.run("stream", "alter", "--org", "acme", "orders", "--retention-hours", "0")
+        #expect(zero.status == 1)
+        #expect(zero.stderr == "error: invalid retention 0 hours: must be positive\n")
+        let unknownStream = try cli.run("stream", "alter", "--org", "acme", "nope", "--retention-hours", "5")
+        #expect(unknownStream.status == 1)
+        #expect(unknownStream.stderr == "error: unknown stream 'nope' in organization 'acme'\n")
+
         let unknownOrg = try cli.run("stream", "create", "--org", "nope", "orders")
         #expect(unknownOrg.status == 1)
         #expect(unknownOrg.stderr == "error: unknown organization 'nope'\n")

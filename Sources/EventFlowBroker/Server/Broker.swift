@@ -196,6 +196,9 @@ public final class Broker: Sendable {
 }
 
 extension Broker {
+    /// The read side, for the retention maintenance (log start offsets, cache trimming).
+    var fetchService: FetchService { services.fetches }
+
     /// The shared services, for tests that look inside.
     var servicesForTests: BrokerServices { services }
 }

@@ -65,6 +65,11 @@ public final class FetchService: Sendable {
             self.isOrdered = zip(ranges, ranges.dropFirst()).allSatisfy { $0.lastOffset < $1.firstOffset }
         }
 
+        /// Without the days that hold only offsets below `logStart` (retention may drop them).
+        func trimmed(below logStart: Int64) -> DayIndex {
+            DayIndex(ranges.filter { $0.lastOffset >= logStart })
+        }
+
         /// The daily partition holding `offset` and the first offset of the next one (nil: the
         /// last known day, open-ended); table nil reads through the parent table.
         func locate(_ offset: Int64) -> (table: String?, endOffset: Int64?) {
@@ -80,7 +85,10 @@ public final class FetchService: Sendable {
         var parked: [FetchWaits.WaitID: @Sendable () -> Void] = [:]
         var nextWaitID: UInt64 = 1
         var dayIndexes: [StreamPartition: DayIndex] = [:]
+        /// Kafka's logStartOffset per partition (0 when absent): persisted by retention
+        /// (`log_start_offsets`), read once before the first answer that depends on it.
         var logStartOffsets: [StreamPartition: Int64] = [:]
+        var logStartsLoaded = false
         var isShutDown = false
     }
 
@@ -125,6 +133,41 @@ public final class FetchService: Sendable {
             return state.waits.committed(advanced)
         }
         perform(actions)
+    }
+
+    // MARK: Retention
+
+    /// Retention moved these partitions' log start offsets forward (already persisted): fetches
+    /// below them are OFFSET_OUT_OF_RANGE from now on, ListOffsets earliest answers them, and the
+    /// tail cache and the day index forget what lies below, before retention drops any day.
+    public func logStartsAdvanced(_ starts: [StreamPartition: Int64]) {
+        state.withLockedValue { state in
+            for (partition, offset) in starts {
+                let start = max(state.logStartOffsets[partition] ?? 0, offset)
+                state.logStartOffsets[partition] = start
+                state.cache.discard(partition, below: start)
+                state.dayIndexes[partition] = state.dayIndexes[partition]?.trimmed(below: start)
+            }
+        }
+    }
+
+    /// The log start offset fetches and ListOffsets answer with now (tests and tools).
+    public func logStartOffset(of partition: StreamPartition) -> Int64 {
+        state.withLockedValue { $0.logStartOffsets[partition] ?? 0 }
+    }
+
+    /// Reads the persisted log start offsets once (on a catch-up thread), merged with any that
+    /// retention reported meanwhile (the larger wins: a log start never moves back).
+    private func loadLogStartsIfNeeded(_ db: PostgresConnection) throws {
+        guard !state.withLockedValue({ $0.logStartsLoaded }) else { return }
+        let stored = try LogStartOffsets.all(db)
+        state.withLockedValue { state in
+            for entry in stored {
+                let partition = StreamPartition(streamID: entry.streamID, partition: entry.partition)
+                state.logStartOffsets[partition] = max(state.logStartOffsets[partition] ?? 0, entry.offset)
+            }
+            state.logStartsLoaded = true
+        }
     }
 
     /// The flush's batches as stored (assigned base offsets), grouped by partition in offset
@@ -177,22 +220,25 @@ public final class FetchService: Sendable {
     private func attempt(_ plan: FetchPlan, promise: EventLoopPromise<FetchResponse>, mayPark: Bool) {
         let eventLoop = promise.futureResult.eventLoop
         // The tail: everything from the cache, on the event loop, never touching PostgreSQL.
-        let fromCache = state.withLockedValue { state in
-            Self.assemble(plan, configuration: configuration,
-                          highWatermark: { self.highWatermark(of: $0, state.waits) },
-                          logStartOffset: { state.logStartOffsets[$0] ?? 0 },
-                          read: { partition, offset, budget, whole in
-                              guard case .batches(let records, let count, _) = state.cache.read(partition, from: offset, bytesMax: budget,
-                                                                                                firstBatchWhole: whole),
-                                    count > 0 || budget == 0 || !whole else { return nil }
-                              return records
-                          })
+        let fromCache = state.withLockedValue { state -> Assembled? in
+            // Until the persisted log starts are read, only the catch-up path (which reads them) answers.
+            guard state.logStartsLoaded else { return nil }
+            return Self.assemble(plan, configuration: configuration,
+                                 highWatermark: { self.highWatermark(of: $0, state.waits) },
+                                 logStartOffset: { state.logStartOffsets[$0] ?? 0 },
+                                 read: { partition, offset, budget, whole in
+                                     guard case .batches(let records, let count, _) = state.cache.read(partition, from: offset, bytesMax: budget,
+                                                                                                       firstBatchWhole: whole),
+                                           count > 0 || budget == 0 || !whole else { return nil }
+                                     return records
+                                 })
         }
         if let fromCache {
             finish(fromCache, plan: plan, promise: promise, mayPark: mayPark)
             return
         }
         reads.run(on: eventLoop) { [self] db in
+            try loadLogStartsIfNeeded(db)
             let snapshot = state.withLockedValue { state in
                 (watermarks: plan.partitions.compactMap(\.partition).map { ($0, self.highWatermark(of: $0, state.waits)) },
                  starts: state.logStartOffsets)
@@ -337,8 +383,17 @@ public final class FetchService: Sendable {
             let index = try dayIndex(db, partition, rebuild: false)
             let (table, endOffset) = index.locate(next)
             let bound = min(endOffset ?? highWatermark, highWatermark)
-            let read = try EventBatchReads.batches(db, table: table, streamID: partition.streamID, partition: partition.partition,
+            let read: StoredBatches
+            do {
+                read = try EventBatchReads.batches(db, table: table, streamID: partition.streamID, partition: partition.partition,
                                                    containing: next, below: bound, bytesMax: budget, firstBatchWhole: whole)
+            } catch let error as DatabaseError where error.sqlState == "42P01" && !rebuilt {
+                // Retention dropped the day this read was sent to (it started before the log
+                // start moved past it): read the index again, without that day.
+                _ = try dayIndex(db, partition, rebuild: true)
+                rebuilt = true
+                continue
+            }
             if read.batchCount > 0 {
                 append(read.records)
                 next = read.nextOffset
@@ -356,12 +411,16 @@ public final class FetchService: Sendable {
 
     private func dayIndex(_ db: PostgresConnection, _ partition: StreamPartition, rebuild: Bool) throws -> DayIndex {
         if !rebuild, let index = state.withLockedValue({ $0.dayIndexes[partition] }) { return index }
-        let index = DayIndex(try EventBatchReads.dayRanges(db, streamID: partition.streamID, partition: partition.partition))
-        state.withLockedValue { state in
+        let ranges = try EventBatchReads.dayRanges(db, streamID: partition.streamID, partition: partition.partition)
+        return state.withLockedValue { state in
+            // The log starts at the first stored offset, or later where retention moved it (its
+            // day may still be stored, shared with streams that keep it).
+            let start = max(state.logStartOffsets[partition] ?? 0, ranges.first?.firstOffset ?? 0)
+            state.logStartOffsets[partition] = start
+            let index = DayIndex(ranges).trimmed(below: start)
             state.dayIndexes[partition] = index
-            if let first = index.ranges.first?.firstOffset { state.logStartOffsets[partition] = first }
+            return index
         }
-        return index
     }
 
     // MARK: ListOffsets
@@ -376,7 +435,9 @@ public final class FetchService: Sendable {
 
     func listOffsets(topics: [String], queries: [OffsetQuery], on eventLoop: any EventLoop) -> EventLoopFuture<ListOffsetsResponse> {
         let needsDatabase = queries.contains { $0.partition != nil && $0.timestamp >= 0 }
+            || (queries.contains { $0.partition != nil } && !state.withLockedValue { $0.logStartsLoaded })
         let answer: @Sendable (PostgresConnection?) throws -> ListOffsetsResponse = { [self] db in
+            if let db { try loadLogStartsIfNeeded(db) }
             var result = topics.map { ListOffsetsResponse.Topic(name: $0, partitions: []) }
             for query in queries {
                 result[query.topicIndex].partitions.append(try offset(for: query, db))
@@ -412,7 +473,7 @@ public final class FetchService: Sendable {
             return .init(partitionIndex: query.partitionIndex, errorCode: .invalidRequest)
         default:
             guard let db, let batch = try EventBatchReads.firstBatch(db, streamID: partition.streamID, partition: partition.partition,
-                                                                     timestampAtLeast: query.timestamp),
+                                                                     from: min(logStart, highWatermark), timestampAtLeast: query.timestamp),
                   batch.baseOffset < highWatermark else {
                 return .init(partitionIndex: query.partitionIndex)
             }

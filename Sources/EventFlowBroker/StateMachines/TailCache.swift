@@ -99,6 +99,14 @@ public struct TailCache: Sendable {
         }
     }
 
+    /// Forgets `partition`'s cached batches that end below `offset` (its new log start), so no read
+    /// is served below it. Their bytes are freed with their segment, oldest first as always.
+    public mutating func discard(_ partition: StreamPartition, below offset: Int64) {
+        guard var run = entries[partition] else { return }
+        while let first = run.first, first.lastOffset < offset { run.removeFirst() }
+        entries[partition] = run.isEmpty ? nil : run
+    }
+
     /// Forgets every cached batch.
     public mutating func removeAll() {
         segments.removeAll()

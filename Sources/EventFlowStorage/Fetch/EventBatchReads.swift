@@ -126,17 +126,18 @@ public enum EventBatchReads {
         return read
     }
 
-    /// The first batch of (stream, partition) whose max timestamp is at least `timestamp`
-    /// (unix milliseconds), or nil: ListOffsets by time, as Kafka's time index answers it.
-    public static func firstBatch(_ db: PostgresConnection, streamID: UUID, partition: Int32,
+    /// The first batch of (stream, partition) at or after `offset` (the log start: batches below
+    /// it may still be stored) whose max timestamp is at least `timestamp` (unix milliseconds),
+    /// or nil: ListOffsets by time, as Kafka's time index answers it.
+    public static func firstBatch(_ db: PostgresConnection, streamID: UUID, partition: Int32, from offset: Int64 = 0,
                                   timestampAtLeast timestamp: Int64) throws -> StoredBatch? {
         var found: StoredBatch?
         try db.queryBinary("""
             SELECT base_offset, max_timestamp, batch FROM event_batches
-            WHERE stream_id = $1::uuid AND partition = $2::int
+            WHERE stream_id = $1::uuid AND partition = $2::int AND base_offset >= $4::bigint
               AND max_timestamp >= 'epoch'::timestamp + $3::bigint * interval '1 millisecond'
             ORDER BY base_offset LIMIT 1
-            """, [streamID.uuidString, String(partition), String(timestamp)]) { row in
+            """, [streamID.uuidString, String(partition), String(timestamp), String(offset)]) { row in
             var bytes = ByteBuffer()
             row.withBytes(2) { _ = bytes.writeBytes($0) }
             found = StoredBatch(baseOffset: row.int64(0), maxTimestampMilliseconds: row.timestampMilliseconds(1), bytes: bytes)

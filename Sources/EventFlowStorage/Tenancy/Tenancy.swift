@@ -319,6 +319,18 @@ public enum Streams {
         return try decode(row)
     }
 
+    /// Sets the stream's retention (Kafka's `retention.ms`, in whole hours). The next retention
+    /// round applies it; a log start offset that already moved does not move back.
+    @discardableResult
+    public static func alter(_ db: PostgresConnection, org: Organization, name: String, retentionHours: Int) throws -> EventStream {
+        guard retentionHours > 0, retentionHours <= Int(Int32.max) else { throw TenancyError.invalidRetention(retentionHours) }
+        let rows = try db.query(
+            "UPDATE event_streams SET retention_hours = $3 WHERE org_id = $1 AND name = $2 AND is_active RETURNING \(columns)",
+            [org.id.uuidString, name, String(retentionHours)])
+        guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
+        return try decode(row)
+    }
+
     /// Soft delete: the stream disappears from lists and the protocol, its rows and batches stay.
     @discardableResult
     public static func delete(_ db: PostgresConnection, org: Organization, name: String) throws -> EventStream {
