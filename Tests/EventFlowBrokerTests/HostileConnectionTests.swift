@@ -302,3 +302,48 @@ private final class RawCollector: ChannelInboundHandler, Sendable {
         bytes.withLockedValue { $0.append(contentsOf: buffer.readableBytesView) }
     }
 }
+
+/// Batches whose CRC is right but whose records are not what the header says: a producer bug
+/// (or an attacker) that a CRC check alone lets through, and that would stop every consumer
+/// of the partition at that offset.
+@Suite struct LyingBatchTests {
+    /// The batch with `change` applied and its CRC computed again, so only the record checks can catch it.
+    static func tampered(_ batch: ByteBuffer, _ change: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        var copy = ByteBuffer(bytes: Array(batch.readableBytesView))
+        change(&copy)
+        let crc = CRC32C.checksum(copy, at: RecordBatchHeader.attributesIndex, length: copy.readableBytes - RecordBatchHeader.attributesIndex)!
+        copy.setInteger(crc, at: RecordBatchHeader.crcIndex)
+        return copy
+    }
+
+    @Test func batchesWhoseRecordsContradictTheirHeaderAreRefusedAndNotStored() async throws {
+        let harness = try await BrokerHarness.start(partitions: 1)
+        let connection = try await harness.authenticatedConnection()
+        let plain = try producedBatch(count: 5)
+        let lz4 = try producedBatch(count: 5, compression: .lz4())
+        let records = RecordBatchHeader.byteCount
+        let cases: [(String, ByteBuffer)] = [
+            ("plain: header says 4 records, 5 follow", Self.tampered(plain) { $0.setInteger(Int32(4), at: RecordBatchHeader.recordCountIndex) }),
+            ("plain: first record's length one too long", Self.tampered(plain) { batch in
+                let length = batch.getInteger(at: records, as: UInt8.self)!
+                batch.setInteger(length &+ 2, at: records)  // zig-zag varint: +2 is one byte more
+            }),
+            ("lz4: not an LZ4 frame", Self.tampered(lz4) { $0.setInteger(UInt32(0xDEAD_BEEF), at: records) }),
+            ("lz4: header says 4 records, 5 inside", Self.tampered(lz4) { $0.setInteger(Int32(4), at: RecordBatchHeader.recordCountIndex) }),
+        ]
+        for (name, batch) in cases {
+            let (_, response) = try await connection.call(produceRequest(topic: "orders", batch: batch), version: 7)
+            let answer = try #require(response.responses.first?.partitionResponses.first)
+            #expect(answer.errorCode == .invalidRecord, "\(name)")
+        }
+        // The connection goes on; a good batch lands at offset 0: nothing of the above was stored.
+        let (_, good) = try await connection.call(produceRequest(topic: "orders", batch: plain), version: 7)
+        #expect(good.responses.first?.partitionResponses.first?.errorCode == .noError)
+        #expect(good.responses.first?.partitionResponses.first?.baseOffset == 0)
+        await connection.close()
+        await harness.broker.shutdown()
+        let db = try harness.database()
+        defer { db.close() }
+        #expect(try storedRows(db, streamID: harness.stream.id).map(\.baseOffset) == [0])
+    }
+}

@@ -22,6 +22,8 @@ public struct BrokerConfiguration: Sendable {
     /// Partitions of a stream created with CreateTopics numPartitions = -1.
     public var defaultPartitions: Int
     public var frameBytesMax: Int
+    /// Largest records section one LZ4 batch may decompress to when its records are checked on produce.
+    public var decompressedBatchBytesMax = 64 << 20
     /// Largest frame accepted before SASL authentication has succeeded (Kafka's
     /// `sasl.server.max.receive.size`): ApiVersions and SASL need a few hundred bytes.
     public var unauthenticatedFrameBytesMax = BrokerConfiguration.defaultUnauthenticatedFrameBytesMax

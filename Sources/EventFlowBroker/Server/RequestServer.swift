@@ -274,8 +274,10 @@ struct RequestServer {
         let resolved = previous.flatMap { streams.resolve(names, organizationID: organizationID, on: eventLoop) }
         let promise = eventLoop.makePromise(of: ProduceResponse.self)
         let batcher = services.batcher
+        let decompressedBytesMax = services.configuration.decompressedBatchBytesMax
         let accepted = resolved.map { streams -> Void in
-            let collector = ProduceCollector(request: request, ackMode: ackMode, promise: promise)
+            let collector = ProduceCollector(request: request, ackMode: ackMode, decompressedBatchBytesMax: decompressedBytesMax,
+                                             promise: promise)
             collector.start(streams: streams, batcher: batcher, eventLoop: eventLoop)
         }
         let logger = logger
@@ -300,15 +302,17 @@ final class ProduceCollector {
 
     private let request: ProduceRequest
     private let ackMode: AckMode
+    private let decompressedBatchBytesMax: Int
     private let promise: EventLoopPromise<ProduceResponse>
     private var slots: [Slot] = []
     private var unanswered = 0
     private var timeout: Scheduled<Void>?
     private var done = false
 
-    init(request: ProduceRequest, ackMode: AckMode, promise: EventLoopPromise<ProduceResponse>) {
+    init(request: ProduceRequest, ackMode: AckMode, decompressedBatchBytesMax: Int, promise: EventLoopPromise<ProduceResponse>) {
         self.request = request
         self.ackMode = ackMode
+        self.decompressedBatchBytesMax = decompressedBatchBytesMax
         self.promise = promise
     }
 
@@ -332,7 +336,7 @@ final class ProduceCollector {
                     continue
                 }
                 switch Self.validate(data.records, partition: StreamPartition(streamID: stream.id, partition: data.index),
-                                     ackMode: ackMode, batcher: batcher) {
+                                     ackMode: ackMode, decompressedBytesMax: decompressedBatchBytesMax, batcher: batcher) {
                 case .success(let batches): accepted.append((slotIndex, batches))
                 case .failure(let refusal): slots[slotIndex].error = refusal.code
                 }
@@ -358,8 +362,12 @@ final class ProduceCollector {
     }
 
     /// The partition's batches, validated, or the error for the whole partition.
+    ///
+    /// Each batch's records are walked (LZ4 decompressed, at most `decompressedBytesMax` bytes): a
+    /// batch whose CRC matches but whose records contradict its header is INVALID_RECORD, as
+    /// Kafka's log validator answers, so no consumer ever meets an unreadable batch.
     static func validate(_ records: ByteBuffer?, partition: StreamPartition, ackMode: AckMode,
-                         batcher: WriteAheadBatcher) -> Result<[ValidatedBatch], RequestServer.Refusal> {
+                         decompressedBytesMax: Int, batcher: WriteAheadBatcher) -> Result<[ValidatedBatch], RequestServer.Refusal> {
         guard let records, records.readableBytes > 0 else {
             return .failure(.init(code: .invalidRecord, message: "no record batch"))
         }
@@ -373,6 +381,11 @@ final class ProduceCollector {
                 }
                 guard !header.attributes.isControl, header.recordCount > 0 else {
                     return .failure(.init(code: .invalidRecord, message: "control batch or no records"))
+                }
+                do {
+                    try view.validateRecords(decompressedBytesMax: decompressedBytesMax)
+                } catch {
+                    return .failure(.init(code: .invalidRecord, message: "records do not match the batch header: \(error)"))
                 }
                 let producer = header.producerId >= 0
                     ? ProducerBatchInfo(producerID: header.producerId, epoch: header.producerEpoch, baseSequence: header.baseSequence)

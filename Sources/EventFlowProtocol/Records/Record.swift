@@ -68,12 +68,29 @@ public struct RecordReader: Sendable {
             return nil
         }
         do {
-            let record = try readRecord()
+            let record = try readRecord(keeping: true)
             recordsRead += 1
             return record
         } catch let error as ProtocolError where error.kind != .corruptRecord {
             // Inside a batch whose CRC matched, a short or malformed field means the producer
             // wrote an inconsistent batch, which Kafka reports as a corrupt record.
+            throw ProtocolError(.corruptRecord, field: error.field, offset: error.offset,
+                                detail: "record \(recordsRead) of \(header.recordCount): \(error.kind.rawValue) \(error.detail)")
+        }
+    }
+
+    /// Checks the next record as `next()` does without building it (no header keys decoded, no
+    /// arrays): false after the last one. What a broker runs on every produced batch.
+    public mutating func skip() throws -> Bool {
+        guard recordsRead < header.recordCount else {
+            _ = try next()
+            return false
+        }
+        do {
+            _ = try readRecord(keeping: false)
+            recordsRead += 1
+            return true
+        } catch let error as ProtocolError where error.kind != .corruptRecord {
             throw ProtocolError(.corruptRecord, field: error.field, offset: error.offset,
                                 detail: "record \(recordsRead) of \(header.recordCount): \(error.kind.rawValue) \(error.detail)")
         }
@@ -90,7 +107,8 @@ public struct RecordReader: Sendable {
         return result
     }
 
-    private mutating func readRecord() throws -> Record {
+    /// `keeping`: build the record (false: only check it; the result is then nil).
+    private mutating func readRecord(keeping: Bool) throws -> Record? {
         let lengthOffset = records.readerIndex
         let length = try records.readVarInt("Record.length")
         guard length >= 0, var body = records.readSlice(length: Int(length)) else {
@@ -118,20 +136,21 @@ public struct RecordReader: Sendable {
         }
         var headers: [RecordHeader] = []
         if headerCount > 0 {
-            headers.reserveCapacity(Int(headerCount))
+            if keeping { headers.reserveCapacity(Int(headerCount)) }
             for _ in 0..<headerCount {
                 let keyOffset = body.readerIndex
                 guard let keyBytes = try Self.readNullableBytes(&body, "RecordHeader.key") else {
                     throw ProtocolError(.corruptRecord, field: "RecordHeader.key", offset: keyOffset, detail: "null header key")
                 }
                 let headerValue = try Self.readNullableBytes(&body, "RecordHeader.value")
-                headers.append(RecordHeader(key: String(buffer: keyBytes), value: headerValue))
+                if keeping { headers.append(RecordHeader(key: String(buffer: keyBytes), value: headerValue)) }
             }
         }
         guard body.readableBytes == 0 else {
             throw ProtocolError(.corruptRecord, field: "Record.length", offset: lengthOffset,
                                 detail: "\(body.readableBytes) bytes left inside the record after its fields")
         }
+        guard keeping else { return nil }
         let timestamp = header.attributes.timestampType == .logAppendTime
             ? header.maxTimestamp
             : header.baseTimestamp &+ timestampDelta

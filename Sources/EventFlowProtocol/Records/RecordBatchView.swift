@@ -120,6 +120,15 @@ public struct RecordBatchView: Hashable, Sendable {
         return RecordReader(header: header, records: section)
     }
 
+    /// Walks every record (after decompressing an LZ4 batch) and checks the batch holds what its
+    /// header says: `recordCount` records, each well formed, offset deltas rising within
+    /// `lastOffsetDelta`, nothing left over. A CRC only proves the bytes arrived as the producer
+    /// wrote them; this proves a consumer can read them.
+    public func validateRecords(decompressedBytesMax: Int) throws {
+        var reader = try records(decompressedBytesMax: decompressedBytesMax)
+        while try reader.skip() {}
+    }
+
     /// Splits a Produce or Fetch `records` field (zero or more concatenated batches) into
     /// validated batches, slices of `records`.
     ///
