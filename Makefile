@@ -6,6 +6,7 @@ SWIFT ?= swift
 DATA_DIR ?= eventflow-data
 SERVE_FLAGS ?=
 FUZZ_RUNS ?= 1000000
+BROKER_FUZZ_ITERATIONS ?= 20000
 
 .PHONY: run test deps deps-test build release crosscheck fuzz microbench bench clean-data
 
@@ -31,8 +32,11 @@ test: deps-test
 	scripts/loadgen-smoke.sh
 	python3 scripts/check-compose.py
 
+# The codec's libFuzzer targets, then the seeded random driver of the whole broker (BrokerFuzzTests).
 fuzz: deps
 	FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh
+	$(SWIFT) build --build-tests
+	EVENTFLOW_FUZZ_ITERATIONS=$(BROKER_FUZZ_ITERATIONS) $(SWIFT) test --skip-build --filter BrokerFuzzTests
 
 microbench: deps
 	$(SWIFT) package --package-path Benchmarks --scratch-path Benchmarks/.build benchmark
