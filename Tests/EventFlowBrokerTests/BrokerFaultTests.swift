@@ -85,6 +85,13 @@ import Testing
 
         let acknowledged = try await produceAcrossOutage(connection, begin: {
             try pgCtl(["-D", cluster.clusterDirectory, "-m", "fast", "-w", "-t", "60", "stop"])
+            // A valid key while the database is down is not a wrong key: no SASL_AUTHENTICATION_FAILED
+            // (fatal to Java clients); the connection closes unanswered and the client retries.
+            let newcomer = try await TestConnection.connect(port: broker.port, caPath: certificates.certificateAuthority)
+            _ = try await newcomer.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1)
+            let answer = try? await newcomer.call(SaslAuthenticateRequest(authBytes: SaslPlainCredentials(
+                username: key.key.id.uuidString, password: key.secret).encoded), version: 1)
+            #expect(answer == nil, "answered \(String(describing: answer?.1.errorCode)) while the database was down")
         }, end: {
             // Same port (the server sets SO_REUSEADDR), so the broker's URL stays valid.
             try pgCtl(["-D", cluster.clusterDirectory, "-l", cluster.logFile, "-w", "-t", "60", "-o", "-p \(port)", "start"])

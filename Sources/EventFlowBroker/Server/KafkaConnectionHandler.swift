@@ -495,6 +495,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 handler.respond(sequence, SaslAuthenticateResponse()
                     .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
             case .failure(let error):
+                if handler.credentialsUncheckable(sequence, error) { return }
                 handler.logger.notice("authentication failed", metadata: ["reason": "\(error)"])
                 handler.session.authenticationFailed(sequence)
                 handler.respond(sequence, failed)
@@ -527,11 +528,24 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 handler.authenticated(sequence, key: key)
                 handler.respond(sequence, ByteBuffer())
             case .failure(let error):
+                if handler.credentialsUncheckable(sequence, error) { return }
                 handler.logger.notice("authentication failed", metadata: ["reason": "\(error)"])
                 handler.session.authenticationFailed(sequence)
                 handler.respond(sequence, nil)
             }
         }
+    }
+
+    /// The credentials could not be checked because the database is unreachable: that is not a
+    /// wrong key, so no SASL_AUTHENTICATION_FAILED (which clients treat as fatal). The connection
+    /// closes unanswered and the client reconnects and authenticates again. True when handled.
+    private func credentialsUncheckable(_ sequence: SessionStateMachine.RequestSequence, _ error: any Error) -> Bool {
+        guard let database = error as? DatabaseError, database.isConnectionFailure else { return false }
+        logger.warning("cannot check credentials: the database is unreachable; closing the connection so the client retries",
+                       metadata: ["error": "\(error)"])
+        session.authenticationFailed(sequence)
+        respond(sequence, nil)
+        return true
     }
 
     private func authenticated(_ sequence: SessionStateMachine.RequestSequence, key: EventFlowStorage.APIKey) {
