@@ -108,6 +108,14 @@ class Broker:
         self.starts = 0
         self.unexpected_exits = []
 
+    def log_count(self, text):
+        """Lines of the broker's log containing `text` so far (observations, not checks)."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return sum(1 for line in f if text in line)
+        except OSError:
+            return 0
+
     def cli(self, *arguments):
         result = subprocess.run([self.eventflow, *arguments, "--data-dir", self.data],
                                 capture_output=True, text=True, timeout=STALL_SECONDS)
@@ -457,6 +465,9 @@ def scenario_pg(broker, config, args, rng, problems):
     topic = "chaos-pg"
     create_stream(broker, topic, args.partitions)
     acks = Acks()
+    # What clients meet while the database is away, from the broker's log (printed, not asserted).
+    observed = {"authentication failed": broker.log_count("authentication failed"),
+                "request failed; closing connection": broker.log_count("request failed; closing connection")}
     producers = start_producers(config, topic, args.producers, args.rate, acks, "pg")
     wait_acks_grow(acks, 0, "pg: before the first round")
     resumes, after_starts = [], []
@@ -468,15 +479,18 @@ def scenario_pg(broker, config, args, rng, problems):
                                f"(no {broker.pgdata}/postmaster.pid)")
         stopped_at = time.monotonic()
         broker.pg_stop_immediate()
+        stop_took = time.monotonic() - stopped_at
         time.sleep(rng.uniform(0.5, 2.0))
         broker.check_alive()
-        broker.pg_start(port)
+        starting_at = time.monotonic()
+        broker.pg_start(port)  # returns once PostgreSQL (after its crash recovery) accepts connections
         started_at = time.monotonic()
         resumed_at = wait_acks_grow(acks, started_at, f"pg round {round_number}")
         broker.check_alive()
         resumes.append(resumed_at - started_at)
         after_starts.append(resumed_at - stopped_at)
-        log(f"pg round {round_number}/{args.pg_rounds}: stopped -m immediate, down {started_at - stopped_at:.2f} s; "
+        log(f"pg round {round_number}/{args.pg_rounds}: stopped -m immediate (pg_ctl stop {stop_took:.2f} s, "
+            f"pg_ctl start {started_at - starting_at:.2f} s), down {started_at - stopped_at:.2f} s; "
             f"produce acknowledged again {resumed_at - started_at:.2f} s after PostgreSQL was back")
     time.sleep(1)
     for producer in producers:
@@ -485,8 +499,12 @@ def scenario_pg(broker, config, args, rng, problems):
         problems.append(f"{topic}: fatal producer errors: {acks.fatal[:3]}")
     ends, stored = read_back(config, topic)
     figures = check_stored(topic, acks, ends, stored, problems)
-    figures.update(rounds=args.pg_rounds, resume_seconds=resumes, outage_seconds=after_starts)
+    observed = {text: broker.log_count(text) - before for text, before in observed.items()}
+    figures.update(rounds=args.pg_rounds, resume_seconds=resumes, outage_seconds=after_starts, broker_log=observed)
     log(figures_line("pg", figures))
+    log(f"pg: while PostgreSQL was away the broker logged {observed['authentication failed']} SASL "
+        f"'authentication failed' (the valid key: answered SASL_AUTHENTICATION_FAILED) and "
+        f"{observed['request failed; closing connection']} 'request failed; closing connection' (a request that needed the database, Metadata here, answered by closing)")
     log(f"pg: produce acknowledged again after PostgreSQL was back (s): {seconds(resumes)} ({summary(resumes)}); "
         f"from the stop: {summary(after_starts)}")
     return figures
