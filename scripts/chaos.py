@@ -54,6 +54,9 @@ MESSAGE_TIMEOUT_MS = 300_000
 # come back, produce that does not resume, a consumer group that never catches up). Not an assertion
 # on speed: these are hangs, a hundred times the times measured.
 STALL_SECONDS = 120
+# --no-idempotence (to see the checks fail end to end: librdkafka then resends what the kill left
+# unanswered and the broker stores it again).
+IDEMPOTENCE = True
 
 
 def log(message):
@@ -265,7 +268,7 @@ class ProducerThread(threading.Thread):
             if error.fatal():
                 with acks.lock:
                     acks.fatal.append(f"{name}: {error}")
-        self.producer = Producer({**config, "client.id": name, "enable.idempotence": True, "acks": "all",
+        self.producer = Producer({**config, "client.id": name, "enable.idempotence": IDEMPOTENCE, "acks": "all",
                                   "compression.type": "lz4", "linger.ms": 5,
                                   "message.timeout.ms": MESSAGE_TIMEOUT_MS, "retry.backoff.ms": 50,
                                   "queue.buffering.max.messages": 20000, "error_cb": on_error})
@@ -753,9 +756,13 @@ def main():
     parser.add_argument("--max-gap", type=float, default=3.0,
                         help="a kill comes 0.5..MAX_GAP seconds after produce resumed (default 3)")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--no-idempotence", action="store_true",
+                        help="producers without enable.idempotence: the duplicates check is expected to fail")
     parser.add_argument("--self-test", action="store_true", help="only check the checks on made-up logs (no broker)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data) even when every check passes")
     args = parser.parse_args()
+    global IDEMPOTENCE
+    IDEMPOTENCE = not args.no_idempotence
     if args.self_test:
         self_test()
         return
