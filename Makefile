@@ -7,8 +7,10 @@ DATA_DIR ?= eventflow-data
 SERVE_FLAGS ?=
 FUZZ_RUNS ?= 1000000
 BROKER_FUZZ_ITERATIONS ?= 20000
+CHAOS_ROUNDS ?= 20
+CHAOS_FLAGS ?=
 
-.PHONY: run test deps deps-test build release crosscheck fuzz microbench bench clean-data
+.PHONY: run test deps deps-test build release crosscheck fuzz microbench bench chaos clean-data
 
 deps:
 	scripts/install-deps.sh
@@ -30,6 +32,7 @@ test: deps-test
 	$(SWIFT) test --skip-build
 	scripts/crosscheck-batches.sh
 	scripts/loadgen-smoke.sh
+	scripts/chaos.py --rounds 2
 	python3 scripts/check-compose.py
 
 # The codec's libFuzzer targets, then the seeded random driver of the whole broker (BrokerFuzzTests).
@@ -44,6 +47,12 @@ microbench: deps
 # The end-to-end ingest benchmark (release build, fresh embedded database); BENCH_TINY=1 for a smoke run.
 bench: deps-test
 	scripts/bench.sh
+
+# Crash and restart under load (RELIABILITY.md): CHAOS_ROUNDS SIGKILLs of the broker, ROUNDS/4 immediate
+# PostgreSQL stops, ROUNDS/2 kills under a committing consumer group; every acknowledged event read back.
+chaos: deps-test
+	$(SWIFT) build --product eventflow
+	scripts/chaos.py --rounds $(CHAOS_ROUNDS) $(CHAOS_FLAGS)
 
 clean-data:
 	rm -rf $(DATA_DIR)

@@ -57,7 +57,7 @@ import Testing
         #expect(deletedGroup.results.map(\.errorCode) == [.groupIdNotFound])
         // Joining "payroll" makes A's own group; it cannot be assigned B's stream.
         let (_, joined) = try await a.call(JoinGroupRequest(
-            groupId: "payroll", sessionTimeoutMs: 10_000, rebalanceTimeoutMs: 10_000, memberId: "a-1", protocolType: "consumer",
+            groupId: "payroll", sessionTimeoutMs: 10_000, rebalanceTimeoutMs: 10_000, memberId: "", protocolType: "consumer",
             protocols: [.init(name: "range", metadata: ByteBuffer(bytes: [0]))]), version: 3)
         #expect(joined.errorCode == .noError)
         let (_, leave) = try await a.call(LeaveGroupRequest(groupId: "payroll", memberId: joined.memberId), version: 1)
