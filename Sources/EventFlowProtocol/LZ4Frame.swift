@@ -1,5 +1,4 @@
 import CLZ4
-import Synchronization
 import NIOCore
 
 /// The LZ4 frame format (the codec of RecordBatch v2 compression type 3), over liblz4's frame API.
@@ -129,9 +128,12 @@ public enum LZ4Frame {
         into output: inout ByteBuffer,
         decompressedBytesMax: Int
     ) throws -> Int {
-        let checkedOut = try DecompressionContexts.shared.checkOut()
-        defer { DecompressionContexts.shared.checkIn(checkedOut) }
-        let context = checkedOut.pointer
+        var context: OpaquePointer?
+        let created = LZ4F_createDecompressionContext(&context, UInt32(LZ4F_VERSION))
+        guard LZ4F_isError(created) == 0, let context else {
+            throw ProtocolError(.compression, field: "lz4", offset: 0, detail: "cannot create a decompression context")
+        }
+        defer { LZ4F_freeDecompressionContext(context) }
 
         guard let sourceBase = source.baseAddress, source.count > 0 else {
             throw ProtocolError(.compression, field: "lz4", offset: 0, detail: "empty frame")
@@ -209,41 +211,3 @@ public enum LZ4Frame {
         String(cString: LZ4F_getErrorName(code))
     }
 }
-
-/// LZ4 decompression contexts kept for reuse. A fresh context allocates its block buffers (over
-/// 128 KiB for 64 KiB blocks, so mmap'd and faulted in) on every frame; the broker decompresses
-/// every produced LZ4 batch to check its records, so contexts are reset and reused instead.
-final class DecompressionContexts: Sendable {
-    static let shared = DecompressionContexts()
-    /// Idle contexts kept; more are freed (one per thread decompressing at once is enough).
-    static let idleContextsMax = 16
-
-    /// An LZ4F_dctx; used by one caller at a time (checked out, then checked in).
-    struct Context: @unchecked Sendable {
-        let pointer: OpaquePointer
-    }
-
-    private let idle = Mutex<[Context]>([])
-
-    func checkOut() throws -> Context {
-        if let reused = idle.withLock({ $0.popLast() }) { return reused }
-        var context: OpaquePointer?
-        let created = LZ4F_createDecompressionContext(&context, UInt32(LZ4F_VERSION))
-        guard LZ4F_isError(created) == 0, let context else {
-            throw ProtocolError(.compression, field: "lz4", offset: 0, detail: "cannot create a decompression context")
-        }
-        return Context(pointer: context)
-    }
-
-    /// Takes the context back in a clean state (whatever the frame it decoded did to it).
-    func checkIn(_ context: Context) {
-        LZ4F_resetDecompressionContext(context.pointer)
-        let kept = idle.withLock { idle in
-            guard idle.count < Self.idleContextsMax else { return false }
-            idle.append(context)
-            return true
-        }
-        if !kept { LZ4F_freeDecompressionContext(context.pointer) }
-    }
-}
-

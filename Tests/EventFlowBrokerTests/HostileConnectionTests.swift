@@ -67,20 +67,21 @@ import Testing
 
         // TCP without a TLS ClientHello.
         let silent = try await RawTCPConnection.connect(port: port)
-        // TLS, then nothing.
-        let tlsOnly = try await TestConnection.connect(port: port, caPath: ca)
+        // TLS, then nothing. (A handshake slower than the deadline on a loaded machine is closed
+        // all the same, before the connection is set up.)
+        let tlsOnly = try? await TestConnection.connect(port: port, caPath: ca)
         // SaslHandshake, then no SaslAuthenticate. (On a loaded machine the handshake itself may
         // come too late; the connection is then closed all the same.)
-        let halfSasl = try await TestConnection.connect(port: port, caPath: ca)
-        if let (_, handshake) = try? await halfSasl.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1) {
+        let halfSasl = try? await TestConnection.connect(port: port, caPath: ca)
+        if let halfSasl, let (_, handshake) = try? await halfSasl.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1) {
             #expect(handshake.errorCode == .noError)
         }
         // A client that authenticates keeps its connection past the deadline.
         let client = try await retryingWhileClosed { try await harness.authenticatedConnection() }
 
         #expect(await silent.closedByPeer())
-        #expect(await tlsOnly.receiveFrame() == nil)
-        #expect(await halfSasl.receiveFrame() == nil)
+        if let tlsOnly { #expect(await tlsOnly.receiveFrame() == nil) }
+        if let halfSasl { #expect(await halfSasl.receiveFrame() == nil) }
         try await Task.sleep(for: .seconds(3))
         let (_, metadata) = try await client.call(MetadataRequest(topics: nil), version: 1)
         #expect(metadata.topics.map(\.name) == ["orders"])
@@ -113,7 +114,7 @@ import Testing
 
     @Test func aFrameThatStopsArrivingIsClosedAtTheFrameReadTimeoutAndReleasesItsReservation() async throws {
         let harness = try await BrokerHarness.start(configure: {
-            $0.deadlines = .init(authenticationTimeout: .seconds(10), frameReadTimeout: .seconds(3), idleTimeout: .seconds(600))
+            $0.deadlines = .init(authenticationTimeout: .seconds(120), frameReadTimeout: .seconds(3), idleTimeout: .seconds(600))
         })
         let dribbler = try await harness.authenticatedConnection()
         var start = ByteBuffer()
