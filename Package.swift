@@ -119,7 +119,7 @@ let package = Package(
         // Shared by the test targets only: the embedded PostgreSQL per test process.
         .target(
             name: "EventFlowTestSupport",
-            dependencies: ["EventFlowStorage"],
+            dependencies: ["EventFlowStorage", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
 

@@ -689,6 +689,174 @@ def scenario_group(broker, config, args, rng, problems):
     return figures
 
 
+class RSSSampler(threading.Thread):
+    """The broker's resident set (VmRSS of /proc/PID/status), once a second."""
+
+    def __init__(self, pid):
+        super().__init__(name="rss", daemon=True)
+        self.pid, self.samples_mib = pid, []
+        self.stop_event = threading.Event()
+
+    def sample(self):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def run(self):
+        while not self.stop_event.wait(1.0):
+            value = self.sample()
+            if value is not None:
+                self.samples_mib.append(value)
+
+    def finish(self):
+        self.stop_event.set()
+        self.join()
+
+
+class TailReader(threading.Thread):
+    """A consumer (assign mode, from offset 0) reading a stream as fast as it can beside the overload."""
+
+    def __init__(self, name, config, topic, partitions):
+        super().__init__(name=name, daemon=True)
+        self.stop_event = threading.Event()
+        self.read, self.errors, self.fatal = 0, collections.Counter(), []
+        self.consumer = Consumer({**config, "client.id": name, "group.id": "chaos-overload-reader",
+                                  "enable.auto.commit": False, "enable.partition.eof": False})
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+
+    def run(self):
+        try:
+            while not self.stop_event.is_set():
+                for message in self.consumer.consume(1000, 0.2):
+                    if message.error():
+                        self.errors[message.error().name()] += 1
+                        if message.error().fatal():
+                            self.fatal.append(str(message.error()))
+                            return
+                    else:
+                        self.read += 1
+        except Exception as error:
+            self.fatal.append(repr(error))
+
+    def finish(self):
+        self.stop_event.set()
+        self.join()
+        self.consumer.close()
+
+
+def stored_events(config, topic):
+    """The sum of a stream's high watermarks."""
+    consumer = Consumer({**config, "group.id": "chaos-watermarks", "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def scenario_overload(broker, config, args, rng, problems):
+    """Ten times what the broker can take, for OVERLOAD_SECONDS: eventflow-loadgen keeps 64 connections
+    x 16 pipelined 1 MiB produce requests in flight (1 GiB offered at once against the 64 MiB batcher),
+    a second loadgen and a librdkafka reader fetch beside it, and the tracked idempotent producers of the
+    other scenarios send their ids. The broker's RSS is sampled each second and must stay under
+    RSS_BOUND_MIB; producers see backpressure (slower acks) or retriable errors; afterwards every
+    acknowledged tracked event is read back exactly once and the pressure stream holds at least what
+    loadgen counted as acknowledged."""
+    topic, pressure = "chaos-overload", "chaos-overload-pressure"
+    create_stream(broker, topic, args.partitions)
+    create_stream(broker, pressure, args.partitions)
+    loadgen = os.path.join(os.path.dirname(args.eventflow), "eventflow-loadgen")
+    if not os.access(loadgen, os.X_OK):
+        raise ChaosFailure(f"{loadgen} missing; build it with `swift build --product eventflow-loadgen`")
+    key_id, secret = config["sasl.username"], config["sasl.password"]
+    environment = {**os.environ, "EVENTFLOW_BROKERS": f"127.0.0.1:{broker.port}", "EVENTFLOW_API_KEY": key_id,
+                   "EVENTFLOW_API_SECRET": secret, "EVENTFLOW_CA": config["ssl.ca.location"]}
+    work = os.path.dirname(broker.log_path)
+    sampler = RSSSampler(broker.process.pid)
+    idle_mib = sampler.sample()
+    sampler.start()
+    acks = Acks()
+    producers = start_producers(config, topic, args.producers, args.rate, acks, "overload")
+    reader = TailReader("overload-reader", config, topic, args.partitions)
+    reader.start()
+    wait_acks_grow(acks, 0, "overload: before the pressure")
+    seconds_total = args.overload_seconds
+    with open(os.path.join(work, "loadgen.log"), "w") as out:
+        pushing = subprocess.Popen(
+            [loadgen, "--stream", pressure, "--partitions", str(args.partitions), "--raw-batches", "--no-idempotent",
+             "--connections", "64", "--inflight", "16", "--batch-bytes", str(1 << 20), "--warmup", "0",
+             "--duration", str(seconds_total), "--json", os.path.join(work, "overload-produce.json")],
+            env=environment, stdout=out, stderr=subprocess.STDOUT)
+        fetching = subprocess.Popen(
+            [loadgen, "consume", "--stream", pressure, "--from", "beginning", "--read", "skip", "--warmup", "0",
+             "--duration", str(seconds_total), "--json", os.path.join(work, "overload-consume.json")],
+            env=environment, stdout=out, stderr=subprocess.STDOUT)
+        started = time.monotonic()
+        deadline = started + seconds_total + STALL_SECONDS
+        while pushing.poll() is None or fetching.poll() is None:
+            broker.check_alive()
+            if time.monotonic() > deadline:
+                pushing.kill()
+                fetching.kill()
+                raise ChaosFailure(f"overload: loadgen still running {STALL_SECONDS} s after its {seconds_total} s")
+            time.sleep(0.5)
+    broker.check_alive()
+    for producer in producers:
+        producer.finish()
+    reader.finish()
+    sampler.finish()
+    after_mib = sampler.sample()
+    if acks.fatal:
+        problems.append(f"{topic}: fatal producer errors: {acks.fatal[:3]}")
+    if reader.fatal:
+        problems.append(f"{topic}: the reader stopped with {reader.fatal[0]}")
+    peak_mib = max(sampler.samples_mib, default=0)
+    if peak_mib > args.rss_bound_mib:
+        problems.append(f"overload: broker RSS peaked at {peak_mib:.0f} MiB, over the {args.rss_bound_mib} MiB bound")
+    if not sampler.samples_mib:
+        problems.append("overload: no RSS sample taken")
+
+    def loadgen_result(name):
+        try:
+            with open(os.path.join(work, name)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+    produced, consumed = loadgen_result("overload-produce.json"), loadgen_result("overload-consume.json")
+    if produced is None:
+        problems.append(f"overload: loadgen produce wrote no result (exit status {pushing.returncode}); see loadgen.log")
+        produced = {}
+    if consumed is None:
+        problems.append(f"overload: loadgen consume wrote no result (exit status {fetching.returncode}); see loadgen.log")
+        consumed = {}
+    pressure_acked = produced.get("events_acknowledged_total", 0)
+    pressure_stored = stored_events(config, pressure)
+    if pressure_stored < pressure_acked:
+        problems.append(f"{pressure}: {pressure_acked} events acknowledged to loadgen, only {pressure_stored} stored")
+    ends, stored = read_back(config, topic)
+    figures = check_stored(topic, acks, ends, stored, problems)
+    figures.update(rounds=1, seconds=seconds_total, rss_idle_mib=idle_mib, rss_peak_mib=peak_mib, rss_after_mib=after_mib,
+                   rss_median_mib=sorted(sampler.samples_mib)[len(sampler.samples_mib) // 2] if sampler.samples_mib else None,
+                   rss_bound_mib=args.rss_bound_mib, rss_samples=len(sampler.samples_mib),
+                   pressure_acknowledged=pressure_acked, pressure_stored=pressure_stored,
+                   pressure_errors=produced.get("errors"), pressure_first_error=produced.get("first_error"),
+                   pressure_events_per_second=produced.get("events_per_second"),
+                   pressure_consumed=consumed.get("events_acknowledged_total", consumed.get("events")),
+                   reader_read=reader.read, reader_errors=dict(reader.errors))
+    log(figures_line("overload", figures))
+    log(f"overload: {seconds_total} s; broker RSS idle {idle_mib or 0:.0f} MiB, median {figures['rss_median_mib'] or 0:.0f}, "
+        f"peak {peak_mib:.0f} (bound {args.rss_bound_mib}), after {after_mib or 0:.0f} MiB; pressure: "
+        f"{pressure_acked} events acknowledged ({produced.get('events_per_second')} /s), {pressure_stored} stored, "
+        f"{produced.get('errors')} answered with errors (first: {produced.get('first_error')}); loadgen consume read "
+        f"{figures['pressure_consumed']}; the librdkafka reader read {reader.read} ({dict(reader.errors) or 'no errors'})")
+    return figures
+
+
 def self_test():
     """The checks themselves, on made-up logs: each kind of broken promise is caught, a clean log passes."""
     def acks_of(*records):
@@ -734,7 +902,21 @@ def self_test():
         "a record processed below a commit and a skipped one")
 
 
-SCENARIOS = {"kill": scenario_kill, "pg": scenario_pg, "group": scenario_group}
+SCENARIOS = {"kill": scenario_kill, "pg": scenario_pg, "group": scenario_group, "overload": scenario_overload}
+
+
+def secrets_in_logs(work, secrets):
+    """Every log of the run (the broker's, the clients', PostgreSQL's) is free of the secrets."""
+    found = []
+    for folder, _, files in os.walk(work):
+        for name in files:
+            if not name.endswith(".log"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, errors="replace") as f:
+                text = f.read()
+            found += [f"a secret appears in {path}" for secret in secrets if secret in text]
+    return found
 
 
 def main():
@@ -742,7 +924,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=20, help="broker kills in the kill scenario (default 20)")
     parser.add_argument("--pg-rounds", type=int, help="PostgreSQL immediate stops (default: ROUNDS / 4, at least 1)")
     parser.add_argument("--group-rounds", type=int, help="broker kills in the group scenario (default: ROUNDS / 2, at least 1)")
-    parser.add_argument("--scenarios", default="kill,pg,group", help="comma-separated: kill, pg, group")
+    parser.add_argument("--scenarios", default="kill,pg,group", help="comma-separated: kill, pg, group, overload")
     parser.add_argument("--eventflow", default=os.environ.get("EVENTFLOW_BIN", os.path.join(ROOT, ".build/debug/eventflow")),
                         help="the eventflow binary (default .build/debug/eventflow, or $EVENTFLOW_BIN)")
     parser.add_argument("--seed", type=int, help="random seed for the kill moments (printed; default: random)")
@@ -755,6 +937,10 @@ def main():
                              "on its own (default 100, so the members keep up and the kills hit them at the tail)")
     parser.add_argument("--max-gap", type=float, default=3.0,
                         help="a kill comes 0.5..MAX_GAP seconds after produce resumed (default 3)")
+    parser.add_argument("--overload-seconds", type=int, default=180,
+                        help="length of the overload scenario (default 180; not in the default scenarios: make overload)")
+    parser.add_argument("--rss-bound-mib", type=int, default=1024,
+                        help="the broker's RSS must stay under this during the overload (default 1024 MiB, RELIABILITY.md)")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--no-idempotence", action="store_true",
                         help="producers without enable.idempotence: the duplicates check is expected to fail")
@@ -773,7 +959,7 @@ def main():
     scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     for name in scenarios:
         if name not in SCENARIOS:
-            parser.error(f"unknown scenario {name!r} (kill, pg, group)")
+            parser.error(f"unknown scenario {name!r} (kill, pg, group, overload)")
     if min(args.rounds, args.pg_rounds, args.group_rounds, args.producers, args.consumers, args.partitions, args.rate,
            args.group_rate) < 1:
         parser.error("rounds, producers, consumers, partitions and rate must be at least 1")
@@ -806,6 +992,7 @@ def main():
             results[name]["elapsed_seconds"] = time.monotonic() - scenario_started
             log(f"{name}: done in {results[name]['elapsed_seconds']:.0f} s")
         broker.stop()
+        problems.extend(secrets_in_logs(work, [key["secret"]]))
     except ChaosFailure as failure:
         problems.append(str(failure))
     finally:

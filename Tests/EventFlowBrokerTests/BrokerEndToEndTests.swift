@@ -150,7 +150,8 @@ import Testing
         await connection.close()
         await harness.broker.shutdown()
 
-        let restarted = try await Broker.start(configuration: harness.broker.configuration, databaseURL: harness.databaseURL)
+        let restarted = try await Broker.start(configuration: harness.broker.configuration, databaseURL: harness.databaseURL,
+                                               logger: TestLogs.logger(label: "test.broker.restarted"))
         let again = try await TestConnection.connect(port: restarted.port, caPath: harness.certificates.certificateAuthority)
         _ = try await again.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1)
         _ = try await again.call(SaslAuthenticateRequest(authBytes: SaslPlainCredentials(
@@ -170,7 +171,7 @@ import Testing
         let harness = try await BrokerHarness.start()
         let connection = try await TestConnection.connect(port: harness.broker.port, caPath: harness.certificates.certificateAuthority)
         _ = try await connection.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1)
-        let credentials = SaslPlainCredentials(username: harness.key.key.id.uuidString, password: "efs_wrong")
+        let credentials = SaslPlainCredentials(username: harness.key.key.id.uuidString, password: TestLogs.wrongSecret())
         let (_, answer) = try await connection.call(SaslAuthenticateRequest(authBytes: credentials.encoded), version: 1)
         #expect(answer.errorCode == .saslAuthenticationFailed)
         #expect(await connection.receiveFrame() == nil)
@@ -296,7 +297,7 @@ import Testing
 
         let refused = try await TestConnection.connect(port: harness.broker.port, caPath: harness.certificates.certificateAuthority)
         _ = try await refused.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 0)
-        try await refused.writeFrame(SaslPlainCredentials(username: harness.key.key.id.uuidString, password: "efs_wrong").encoded)
+        try await refused.writeFrame(SaslPlainCredentials(username: harness.key.key.id.uuidString, password: TestLogs.wrongSecret()).encoded)
         #expect(await refused.receiveFrame() == nil)
         await connection.close()
         await harness.broker.shutdown()

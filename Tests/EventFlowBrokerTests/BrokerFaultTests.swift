@@ -71,8 +71,8 @@ import Testing
         let stream = try Streams.create(db, org: org, name: "orders")
         db.close()
         let certificates = try DevelopmentCertificates.ensure(in: TestCluster.temporaryDirectory("tls"))
-        var logger = Logger(label: "test.restart")
-        logger.logLevel = .critical
+        TestLogs.noteSecret(key.secret)
+        let logger = TestLogs.logger(label: "test.restart", quietLevel: .critical)
         let broker = try await Broker.start(configuration: BrokerConfiguration(
             host: "127.0.0.1", port: 0,
             transport: .tls(certificateChainPath: certificates.certificateChain, privateKeyPath: certificates.privateKey),
@@ -92,6 +92,10 @@ import Testing
             let answer = try? await newcomer.call(SaslAuthenticateRequest(authBytes: SaslPlainCredentials(
                 username: key.key.id.uuidString, password: key.secret).encoded), version: 1)
             #expect(answer == nil, "answered \(String(describing: answer?.1.errorCode)) while the database was down")
+            // Metadata for a named stream is answered, retriably, and the connection stays open.
+            let (_, metadata) = try await connection.call(MetadataRequest(topics: ["orders"]), version: 1)
+            #expect(metadata.topics.map(\.errorCode) == [.leaderNotAvailable])
+            #expect(metadata.topics.map(\.name) == ["orders"])
         }, end: {
             // Same port (the server sets SO_REUSEADDR), so the broker's URL stays valid.
             try pgCtl(["-D", cluster.clusterDirectory, "-l", cluster.logFile, "-w", "-t", "60", "-o", "-p \(port)", "start"])

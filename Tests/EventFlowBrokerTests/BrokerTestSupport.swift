@@ -25,6 +25,7 @@ final class BrokerHarness: Sendable {
                       revocationCheckMilliseconds: Int64 = 200,
                       requestBytesMax: Int? = nil, connectionRequestBytesMax: Int? = nil,
                       fetch: FetchService.Configuration = .init(),
+                      logger: Logger? = nil,
                       prepare: (PostgresConnection, EventStream) throws -> Void = { _, _ in },
                       configure: (inout BrokerConfiguration) -> Void = { _ in }) async throws -> BrokerHarness {
         let url = try TestCluster.freshDatabase()
@@ -49,8 +50,8 @@ final class BrokerHarness: Sendable {
         // need seconds to authenticate. Tests of the deadlines set their own.
         configuration.deadlines = .init(authenticationTimeout: .seconds(120))
         configure(&configuration)
-        var logger = Logger(label: "test.broker")
-        logger.logLevel = .warning
+        TestLogs.noteSecret(key.secret)
+        let logger = logger ?? TestLogs.logger(label: "test.broker")
         let broker = try await Broker.start(configuration: configuration, databaseURL: url, logger: logger)
         return BrokerHarness(databaseURL: url, broker: broker, certificates: certificates, organization: organization,
                              key: key, stream: stream)
@@ -70,6 +71,7 @@ final class BrokerHarness: Sendable {
 
     /// A connection that has authenticated with the harness's key (or the given one).
     func authenticatedConnection(keyID: UUID? = nil, secret: String? = nil) async throws -> TestConnection {
+        if let secret { TestLogs.noteSecret(secret) }
         let connection = try await TestConnection.connect(port: broker.port, caPath: certificates.certificateAuthority)
         let (_, handshake) = try await connection.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1)
         #expect(handshake.errorCode == .noError)
@@ -142,11 +144,11 @@ final class TestConnection: @unchecked Sendable {
 
     /// The same, but a broker that neither answers nor closes within `timeout` is a test failure
     /// (the connection is then closed so the test goes on).
-    func receiveFrame(timeout: Duration, iteration: Int) async -> ByteBuffer? {
+    func receiveFrame(timeout: Duration, iteration: Int, sent: String = "") async -> ByteBuffer? {
         let channel = self.channel
         let watchdog = Task {
             try await Task.sleep(for: timeout)
-            Issue.record("no answer and no close within \(timeout) (frame \(iteration))")
+            Issue.record("no answer and no close within \(timeout) (frame \(iteration)\(sent))")
             try? await channel.close()
         }
         defer { watchdog.cancel() }

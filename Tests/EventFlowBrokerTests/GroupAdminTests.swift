@@ -1,5 +1,6 @@
 import EventFlowClient
 import EventFlowProtocol
+import EventFlowTestSupport
 import Foundation
 import Logging
 import NIOCore
@@ -16,7 +17,7 @@ import Testing
         try EventFlowAdmin(configuration: AdminConfiguration(
             brokers: [BrokerAddress(host: "localhost", port: harness.broker.port)],
             credentials: APIKeyCredentials(keyID: harness.key.key.id.uuidString, secret: harness.key.secret),
-            security: .tls(caFilePath: harness.certificates.certificateAuthority)), logger: Logger(label: "test.admin"))
+            security: .tls(caFilePath: harness.certificates.certificateAuthority)), logger: TestLogs.logger(label: "test.admin"))
     }
 
     /// "orders" partition 0: offsets 0–4 at `firstTimestamp`, 5–9 at `secondTimestamp` (high watermark 10);
@@ -38,7 +39,7 @@ import Testing
         configuration.clientID = "billing-worker"
         configuration.group.autoCommit = false
         configuration.group.startWithoutCommittedOffset = .beginning
-        return try EventFlowConsumer(configuration: configuration, logger: Logger(label: "test.consumer"))
+        return try EventFlowConsumer(configuration: configuration, logger: TestLogs.logger(label: "test.consumer"))
     }
 
     @Test func describeShowsCommittedOffsetHighWatermarkAndLagPerPartition() async throws {

@@ -53,8 +53,7 @@ import Testing
         await harness.broker.shutdown()
 
         // A new broker process on the same database: membership is gone, the commits are not.
-        var logger = Logger(label: "test.broker")
-        logger.logLevel = .warning
+        let logger = TestLogs.logger(label: "test.broker")
         let restarted = try await Broker.start(configuration: harness.broker.configuration, databaseURL: harness.databaseURL, logger: logger)
         try await produce(10, from: 40, port: restarted.port, harness: harness)
         let second = try await readInGroup(10, port: restarted.port, harness: harness)

@@ -1,6 +1,7 @@
 @testable import EventFlowBroker
 import EventFlowProtocol
 import EventFlowStorage
+import EventFlowTestSupport
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -172,7 +173,8 @@ import Testing
     }
 
     @Test func plaintextOnTheTLSPortAndOldTLSVersionsAreRefused() async throws {
-        let harness = try await BrokerHarness.start()
+        let log = CapturedLog()
+        let harness = try await BrokerHarness.start(logger: log.logger(label: "test.broker"))
         let port = harness.broker.port
 
         // A Kafka ApiVersions request in the clear: not a TLS record, the connection closes unanswered.
@@ -184,7 +186,11 @@ import Testing
         try await plaintext.write(frame)
         #expect(await plaintext.closedByPeer())
         let answer = plaintext.bytesReceived
-        #expect(answer.isEmpty || answer.first == 0x15, "at most a TLS alert (record type 21) comes back, never a Kafka response")
+        #expect(answer.isEmpty, "nothing comes back, no Kafka response and no TLS alert")
+        // The broker says what happened, with the bytes the client opened with (the size prefix).
+        let named = log.all.filter { $0.contains("not TLS on the TLS port") }
+        #expect(named.count == 1, "\(log.all)")
+        #expect(named.first?.contains("firstBytes=00 00 00") == true, "\(named)")
 
         // TLS 1.1 is refused; TLS 1.2 and 1.3 are served.
         for (version, served) in [(TLSVersion.tlsv11, false), (.tlsv12, true), (.tlsv13, true)] {
@@ -204,6 +210,66 @@ import Testing
         let stranger = try await TestConnection.connect(port: port, caPath: harness.certificates.certificateAuthority, tls: untrusting)
         let strangerAnswer = try? await stranger.call(ApiVersionsRequest(), version: 2)
         #expect(strangerAnswer == nil)
+        await harness.broker.shutdown()
+    }
+
+    /// Every API the broker advertises, at every version it serves: before authentication (other than
+    /// ApiVersions and SASL) at most one answer and then the close; after it, bodies of huge array
+    /// counts and string lengths (`7f ff ff ff`: Int32.max as a count, 32,767 as a length; and
+    /// `ff ff ff ff 0f`, 2^32 - 1 as an unsigned varint for flexible versions) are answered or closed,
+    /// never waited on and never allocated for, and the broker goes on serving.
+    @Test func everyAPIBeforeAuthenticationAndWithHugeCountsIsRefusedAndTheBrokerKeepsServing() async throws {
+        let harness = try await BrokerHarness.start()
+        let probe = try await harness.authenticatedConnection()
+        let (_, advertised) = try await probe.call(ApiVersionsRequest(), version: 2)
+        let openBeforeAuthentication: Set<Int16> = [APIKey.apiVersions.rawValue, APIKey.saslHandshake.rawValue,
+                                                    APIKey.saslAuthenticate.rawValue]
+        let bodies: [[UInt8]] = [
+            [0x7f, 0xff, 0xff, 0xff] + [UInt8](repeating: 0x7f, count: 60),
+            [0xff, 0xff, 0xff, 0xff, 0x0f] + [UInt8](repeating: 0xff, count: 59),
+        ]
+        var tried = 0, answeredAfterAuthentication = 0
+        let client = try await retryingWhileClosed { try await harness.authenticatedConnection() }
+        var current: TestConnection? = client
+        for range in advertised.apiKeys {
+            guard let api = APIKey(rawValue: range.apiKey) else { continue }
+            for version in range.minVersion...range.maxVersion {
+                for body in bodies {
+                    var frame = ByteBuffer()
+                    RequestHeader(apiKey: api, apiVersion: version, correlationId: 9, clientId: "hostile").encode(into: &frame)
+                    frame.writeBytes(body)
+                    tried += 1
+                    if !openBeforeAuthentication.contains(api.rawValue) {
+                        let stranger = try await retryingWhileClosed {
+                            try await TestConnection.connect(port: harness.broker.port, caPath: harness.certificates.certificateAuthority)
+                        }
+                        try? await stranger.writeFrame(frame)
+                        var answers = 0
+                        while await stranger.receiveFrame(timeout: .seconds(60), iteration: tried) != nil { answers += 1 }
+                        #expect(answers <= 1, "\(api) v\(version) before authentication: \(answers) answers")
+                    }
+                    let connection: TestConnection
+                    if let current { connection = current } else {
+                        connection = try await retryingWhileClosed { try await harness.authenticatedConnection() }
+                    }
+                    try? await connection.writeFrame(frame)
+                    if await connection.receiveFrame(timeout: .seconds(60), iteration: tried) != nil {
+                        answeredAfterAuthentication += 1
+                        current = connection
+                    } else {
+                        current = nil
+                    }
+                }
+            }
+        }
+        #expect(tried > 2 * advertised.apiKeys.count)
+        let (_, metadata) = try await probe.call(MetadataRequest(topics: nil), version: 1)
+        #expect(metadata.topics.map(\.name) == ["orders"])
+        let (_, produced) = try await probe.call(produceRequest(topic: "orders", batch: try producedBatch(count: 3)), version: 7)
+        #expect(produced.responses.first?.partitionResponses.first?.errorCode == .noError)
+        #expect(try await eventually { harness.broker.requestBytesCharged == 0 })
+        print("hostile counts: \(tried) frames over \(advertised.apiKeys.count) APIs; \(answeredAfterAuthentication) answered after authentication, the rest closed")
+        await probe.close()
         await harness.broker.shutdown()
     }
 

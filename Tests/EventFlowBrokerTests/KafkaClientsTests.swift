@@ -74,7 +74,7 @@ import Testing
             credentials: APIKeyCredentials(keyID: harness.key.key.id.uuidString, secret: harness.key.secret),
             security: .tls(caFilePath: harness.certificates.certificateAuthority))
         configuration.lingerMilliseconds = 2
-        let producer = try EventFlowProducer(configuration: configuration, logger: Logger(label: "test.producer"))
+        let producer = try EventFlowProducer(configuration: configuration, logger: TestLogs.logger(label: "test.producer"))
         let running = Task { try await producer.run() }
         var sent: [ClientRecord] = []
         for index in 0..<120 {
@@ -108,7 +108,7 @@ import Testing
             security: .tls(caFilePath: harness.certificates.certificateAuthority))
         configuration.finishAtHighWatermark = true
         configuration.autoOffsetReset = .error
-        let consumer = try EventFlowConsumer(configuration: configuration, logger: Logger(label: "test.consumer"))
+        let consumer = try EventFlowConsumer(configuration: configuration, logger: TestLogs.logger(label: "test.consumer"))
         let running = Task { try await consumer.run() }
         var received: [ConsumerMessage] = []
         for try await message in consumer.messages { received.append(message) }
@@ -179,7 +179,7 @@ import Testing
         configuration.autoOffsetReset = .earliest
         configuration.group.sessionTimeoutMilliseconds = 10_000
         configuration.group.heartbeatIntervalMilliseconds = 1_000
-        let consumer = try EventFlowConsumer(configuration: configuration, logger: Logger(label: "test.group-consumer"))
+        let consumer = try EventFlowConsumer(configuration: configuration, logger: TestLogs.logger(label: "test.group-consumer"))
         let running = Task { try await consumer.run() }
         let progress = ReadProgress()
         let reading = Task {

@@ -49,8 +49,7 @@ func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async t
         try await offThePool {
             let db = try harness.database()
             defer { db.close() }
-            var logger = Logger(label: "test.retention")
-            logger.logLevel = .warning
+            let logger = TestLogs.logger(label: "test.retention")
             return try harness.broker.enforceRetention(db, now: now, logger: logger)
         }
     }
@@ -149,8 +148,7 @@ func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async t
 
         // The log start is persisted: a broker started on the same database answers the same.
         await harness.broker.shutdown()
-        var logger = Logger(label: "test.broker.restarted")
-        logger.logLevel = .warning
+        let logger = TestLogs.logger(label: "test.broker.restarted")
         let restarted = try await Broker.start(configuration: harness.broker.configuration, databaseURL: harness.databaseURL, logger: logger)
         let fresh = try await TestConnection.connect(port: restarted.port, caPath: harness.certificates.certificateAuthority)
         _ = try await fresh.call(SaslHandshakeRequest(mechanism: "PLAIN"), version: 1)

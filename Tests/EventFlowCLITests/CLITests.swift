@@ -34,23 +34,7 @@ struct CLI {
 
     @discardableResult
     func run(_ arguments: String..., stdin: String? = nil) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = arguments
-        process.environment = environment
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let out = Pipe(), err = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
-        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-        let stderrData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
-                      stderr: String(decoding: stderrData, as: UTF8.self))
+        try Shell.run(Self.binary, arguments, environment: environment, directory: directory, stdin: stdin)
     }
 }
 
@@ -216,12 +200,7 @@ struct CLI {
         serve.standardError = err
         serve.standardOutput = FileHandle.nullDevice
         try serve.run()
-        var log = ""
-        let deadline = Date().addingTimeInterval(60)
-        while !log.contains("ready"), Date() < deadline, serve.isRunning {
-            let chunk = err.fileHandleForReading.availableData
-            log += String(decoding: chunk, as: UTF8.self)
-        }
+        let log = ServeTestArguments.logUntilReady(serve, err)
         #expect(log.contains("ready"), "\(log)")
         #expect(log.contains("****"))  // the database URL is logged with its password masked
         let password = try String(contentsOfFile: cli.directory + "/eventflow-data/db-password", encoding: .utf8)
@@ -251,6 +230,101 @@ struct CLI {
 enum ServeTestArguments {
     /// Flags that keep a test's `serve` off fixed ports.
     static let extra: [String] = ["--port", "0", "--host", "127.0.0.1"]
+
+    /// What `serve` wrote to standard error until its "ready" line (or its exit, or a minute).
+    static func logUntilReady(_ serve: Process, _ err: Pipe) -> String {
+        var log = ""
+        let deadline = Date().addingTimeInterval(60)
+        while !log.contains("ready"), Date() < deadline, serve.isRunning {
+            let chunk = err.fileHandleForReading.availableData
+            log += String(decoding: chunk, as: UTF8.self)
+        }
+        return log
+    }
+
+    /// The listening port in the "ready" line (`port=N`).
+    static func readyPort(_ log: String) -> Int? {
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("ready") }),
+              let match = line.firstMatch(of: /port=(\d+)/) else { return nil }
+        return Int(match.1)
+    }
+}
+
+/// `serve --tls-cert/--tls-key`: the broker presents exactly the certificate it was given.
+@Suite struct ServeTLSTests {
+    @Test func serveUsesTheCertificateAndKeyGivenWithTLSCertAndTLSKey() throws {
+        let cli = CLI(databaseURL: try TestCluster.freshDatabase())
+        let certificate = cli.directory + "/given-cert.pem", key = cli.directory + "/given-key.pem"
+        let made = try Shell.run("/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                                 "-nodes", "-keyout", key, "-out", certificate, "-days", "2",
+                                 "-subj", "/CN=eventflow-given-certificate", "-addext", "subjectAltName=IP:127.0.0.1")
+        try #require(made.status == 0, "\(made.stderr)")
+
+        let alone = try cli.run("serve", "--tls-cert", certificate)
+        #expect(alone.status != 0)
+        #expect(alone.stderr.contains("--tls-cert and --tls-key go together"))
+
+        let serve = Process()
+        serve.executableURL = URL(fileURLWithPath: CLI.binary)
+        serve.arguments = ["serve", "--tls-cert", certificate, "--tls-key", key] + ServeTestArguments.extra
+        serve.environment = cli.environment
+        serve.currentDirectoryURL = URL(fileURLWithPath: cli.directory)
+        let err = Pipe()
+        serve.standardError = err
+        serve.standardOutput = FileHandle.nullDevice
+        try serve.run()
+        defer { serve.terminate(); serve.waitUntilExit() }
+        let log = ServeTestArguments.logUntilReady(serve, err)
+        let port = try #require(ServeTestArguments.readyPort(log), "\(log)")
+        #expect(!log.contains("development certificate"))
+
+        // A client that trusts only the given certificate completes the handshake, and the
+        // certificate the broker presents is that file's.
+        let client = try Shell.run("/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", certificate,
+                                   "-verify_return_error", "-showcerts", stdin: "")
+        #expect(client.stdout.contains("Verify return code: 0 (ok)"), "\(client.stdout)\(client.stderr)")
+        let presented = client.stdout.firstMatch(of: /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/).map { String($0.0) }
+        let given = try String(contentsOfFile: certificate, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(presented == given)
+        #expect(client.stdout.contains("eventflow-given-certificate"))
+
+        // TLS 1.2 with forward secrecy and an AEAD cipher is served; a CBC suite is refused.
+        let aead = try Shell.run("/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", certificate,
+                                 "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", stdin: "")
+        #expect(aead.status == 0, "\(aead.stdout)\(aead.stderr)")
+        #expect(aead.stdout.contains("ECDHE-ECDSA-AES128-GCM-SHA256"))
+        let cbc = try Shell.run("/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", certificate,
+                                "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA", stdin: "")
+        #expect(cbc.status != 0, "\(cbc.stdout)")
+    }
+}
+
+/// Runs a program with arguments and optional standard input; waits for it.
+enum Shell {
+    static func run(_ program: String, _ arguments: String..., stdin: String? = nil) throws -> CLI.Result {
+        try run(program, arguments, stdin: stdin)
+    }
+
+    static func run(_ program: String, _ arguments: [String], environment: [String: String]? = nil,
+                    directory: String? = nil, stdin: String? = nil) throws -> CLI.Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+        let stderrData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return CLI.Result(status: process.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+                          stderr: String(decoding: stderrData, as: UTF8.self))
+    }
 }
 
 extension Users {

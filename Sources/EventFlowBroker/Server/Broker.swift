@@ -93,6 +93,14 @@ public final class Broker: Sendable {
     /// The port the listener is bound to.
     public var port: Int { services.advertised.withLockedValue { Int($0.port) } }
 
+    /// The TLS 1.2 cipher suites served (OpenSSL names): forward secrecy and AEAD, what current
+    /// Kafka clients (librdkafka, Java, kafka-python over OpenSSL) offer first.
+    static let tls12CipherSuites = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
+
     private func listen() async throws {
         let sslContext: NIOSSLContext?
         switch configuration.transport {
@@ -104,10 +112,14 @@ public final class Broker: Sendable {
             var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             // TLS 1.2 and 1.3 only (BoringSSL's default cipher list for them: AEAD suites with forward secrecy first).
             tls.minimumTLSVersion = .tlsv12
+            // TLS 1.2 suites: ECDHE key exchange with an AEAD cipher only (no CBC, no static RSA);
+            // TLS 1.3's suites are all AEAD and are not configured by this list.
+            tls.cipherSuites = Self.tls12CipherSuites
             sslContext = try NIOSSLContext(configuration: tls)
         }
         let services = services
         let authentication = configuration.authentication
+        let logger = logger
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -117,6 +129,7 @@ public final class Broker: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let sslContext {
+                        try pipeline.addHandler(TLSRecordSniffer(logger: logger))
                         try pipeline.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
                     try pipeline.addHandler(MessageToByteHandler(KafkaFrameEncoder()))

@@ -43,6 +43,16 @@ struct RequestServer {
             }
             return MetadataResponse(brokers: [.init(nodeId: nodeID, host: advertised.host, port: advertised.port)],
                                     clusterId: clusterID, controllerId: nodeID, topics: topics)
+        }.flatMapErrorThrowing { [logger] error in
+            // The database is away: each named topic is answered LEADER_NOT_AVAILABLE, which every
+            // client retries, rather than closing the connection (whose reconnect would then meet
+            // the same outage at SASL). A request for all topics has no such answer — an empty list
+            // would tell a regex subscriber its topics are gone — so it fails and the connection closes.
+            guard let names = request.topics, !names.isEmpty else { throw error }
+            logger.warning("metadata unavailable; topics answered LEADER_NOT_AVAILABLE", metadata: ["error": "\(error)"])
+            return MetadataResponse(brokers: [.init(nodeId: nodeID, host: advertised.host, port: advertised.port)],
+                                    clusterId: clusterID, controllerId: nodeID,
+                                    topics: names.map { MetadataResponse.Topic(errorCode: .leaderNotAvailable, name: $0, partitions: []) })
         }
     }
 
