@@ -28,8 +28,14 @@ import Testing
         var random = SplitMix64(seed: seed)
         print("BrokerFuzzTests: seed \(seed), \(iterations) frames (EVENTFLOW_FUZZ_SEED=\(seed) to repeat)")
 
+        // A JoinGroup or SyncGroup rightly waits for the group's other members — those of earlier,
+        // closed connections until their sessions expire, up to `sessionTimeoutMillisecondsMax`
+        // (Kafka's 30 minutes by default). Sessions here end within 10 s, so such a wait ends well
+        // inside the probe's 60 s and a probe that goes unanswered is a hang, not a group waiting.
+        // (`EVENTFLOW_FUZZ_SESSION_TIMEOUT_MAX_MS` sets another bound, e.g. Kafka's 1800000.)
+        let sessionTimeoutMax = environment["EVENTFLOW_FUZZ_SESSION_TIMEOUT_MAX_MS"].flatMap(Int32.init) ?? 10_000
         let harness = try await BrokerHarness.start(partitions: 2, fetch: .init(waitMillisecondsMax: 50), configure: {
-            $0.groups = .init(initialRebalanceDelayMilliseconds: 0)
+            $0.groups = .init(sessionTimeoutMillisecondsMax: sessionTimeoutMax, initialRebalanceDelayMilliseconds: 0)
         })
         let corpus = try Self.corpus()
         var counts = Counts()
@@ -60,7 +66,7 @@ import Testing
             }
             // Answers to the mutated frame (if it has one) come first, then the probe's, or the close.
             var answered = false
-            while let response = await open.receiveFrame(timeout: .seconds(60), iteration: iteration) {
+            while let response = await open.receiveFrame(timeout: .seconds(60), iteration: iteration, sent: Self.describe(frame)) {
                 if response.getInteger(at: response.readerIndex, as: Int32.self) == Self.probeCorrelationID {
                     let (_, versions) = try ApiVersionsResponse.decodeResponse(frame: response, version: 0)
                     #expect(versions.errorCode == .noError)
@@ -107,6 +113,14 @@ import Testing
             #expect(records.count == Int(row.recordCount), "batch at \(row.partition)/\(row.baseOffset)")
         }
         print("BrokerFuzzTests: \(rows.count) batches stored, each readable")
+    }
+
+    /// The API, version and first bytes of a sent frame, for the report of a hung connection.
+    static func describe(_ frame: ByteBuffer) -> String {
+        let key = frame.getInteger(at: frame.readerIndex, as: Int16.self).map(String.init) ?? "?"
+        let version = frame.getInteger(at: frame.readerIndex + 2, as: Int16.self).map(String.init) ?? "?"
+        let head = frame.getBytes(at: frame.readerIndex, length: min(frame.readableBytes, 96)) ?? []
+        return ": api key \(key) v\(version), \(frame.readableBytes) bytes: " + head.map { String(format: "%02x", $0) }.joined()
     }
 
     struct Counts: CustomStringConvertible {

@@ -227,6 +227,47 @@ import Testing
         await connection.close()
         await harness.broker.shutdown()
     }
+
+    /// Producers may stamp records with any int64. PostgreSQL's `timestamp` holds 4714 BC to 294276 AD,
+    /// so the `max_timestamp` column is clamped into that range (one value outside it would fail the
+    /// COPY of every batch committed beside it); the batch's bytes keep what the producer sent.
+    /// Found by the broker fuzzer (`22008 timestamp out of range`, `interval out of range`).
+    @Test func timestampsBeyondWhatPostgresHoldsAreStoredFetchedAndListed() async throws {
+        let harness = try await BrokerHarness.start(fetch: FetchTests.noCache)
+        let connection = try await harness.authenticatedConnection()
+        let t: Int64 = 1_770_000_000_000
+        let beyondYear294276: Int64 = 9_224_318_100_000_000  // fits int64 microseconds from 2000, past PostgreSQL's end
+        let stored = try await produce([try producedBatch(count: 1, timestamp: t),
+                                        try producedBatch(count: 1, timestamp: -9_000_000_000_000_000),
+                                        try producedBatch(count: 1, timestamp: Int64.max),
+                                        try producedBatch(count: 1, timestamp: beyondYear294276),
+                                        try producedBatch(count: 1, timestamp: t + 5)], on: connection)
+        let (_, all) = try await connection.call(fetchRequest([(0, 0)]), version: 11)
+        #expect(all.responses.first?.partitions.first?.highWatermark == 5)
+        #expect(records(all) == concatenated(stored))
+        let rows = try harness.database().query("SELECT base_offset, max_timestamp::text AS t FROM event_batches ORDER BY base_offset")
+        #expect(rows.map { $0["t"] ?? "" } == ["2026-02-02 02:40:00", "4714-11-24 00:00:00 BC", "294276-12-31 23:59:59.999",
+                                              "294276-12-31 23:59:59.999", "2026-02-02 02:40:00.005"])
+
+        func list(_ timestamp: Int64) async throws -> ListOffsetsResponse.Partition {
+            let (_, response) = try await connection.call(
+                ListOffsetsRequest(topics: [.init(name: "orders", partitions: [.init(partitionIndex: 0, timestamp: timestamp)])]), version: 5)
+            return try #require(response.topics.first?.partitions.first)
+        }
+        #expect(try await list(t).offset == 0)
+        let future = try await list(t + 1)
+        #expect(future.offset == 2)
+        #expect(future.timestamp == Int64.max)
+        #expect(try await list(BinaryCopyEncoder.timestampMaxUnixMilliseconds).offset == 2)
+        // Later than any stored max timestamp can be: no such record (Kafka's answer for a time past the log).
+        for beyond in [BinaryCopyEncoder.timestampMaxUnixMilliseconds + 1, Int64.max] {
+            let none = try await list(beyond)
+            #expect(none.offset == -1)
+            #expect(none.errorCode == .noError)
+        }
+        await connection.close()
+        await harness.broker.shutdown()
+    }
 }
 
 /// EventFlow's own consumer against the real broker: from the cache and from PostgreSQL, and

@@ -90,4 +90,42 @@ import Testing
         await b.close()
         await harness.broker.shutdown()
     }
+
+    /// Names with a NUL byte: no stream or group can have one (PostgreSQL's text cannot hold it), so
+    /// every API answers as Kafka does for a name it does not know, and the connection keeps serving.
+    /// Found by the broker fuzzer: the name reached PostgreSQL cut at the NUL (`22P02 malformed array
+    /// literal: "{"or"`) and the connection was closed.
+    @Test func namesWithANulByteAreUnknownAndTheConnectionKeepsServing() async throws {
+        let harness = try await BrokerHarness.start(partitions: 1, configure: {
+            $0.groups = .init(initialRebalanceDelayMilliseconds: 0)
+        })
+        let connection = try await harness.authenticatedConnection()
+        let name = "or\u{0}ders"
+        let (_, metadata) = try await connection.call(MetadataRequest(topics: [name]), version: 7)
+        #expect(metadata.topics.map(\.errorCode) == [.unknownTopicOrPartition])
+        let (_, produce) = try await connection.call(produceRequest(topic: name, batch: try producedBatch(count: 1)), version: 7)
+        #expect(produce.responses.first?.partitionResponses.first?.errorCode == .unknownTopicOrPartition)
+        let (_, fetched) = try await connection.call(FetchRequest(maxWaitMs: 0, minBytes: 0, maxBytes: 1 << 20, topics: [
+            .init(topic: name, partitions: [.init(partition: 0, fetchOffset: 0, partitionMaxBytes: 1 << 20)]),
+        ]), version: 11)
+        #expect(fetched.responses.first?.partitions.first?.errorCode == .unknownTopicOrPartition)
+        let (_, listed) = try await connection.call(ListOffsetsRequest(topics: [.init(name: name, partitions: [.init(partitionIndex: 0, timestamp: 1)])]), version: 5)
+        #expect(listed.topics.first?.partitions.first?.errorCode == .unknownTopicOrPartition)
+        // A group id with a NUL: refused where it would be stored, unknown where it is read.
+        let (_, committed) = try await connection.call(OffsetCommitRequest(groupId: "pay\u{0}roll", topics: [
+            .init(name: "orders", partitions: [.init(partitionIndex: 0, committedOffset: 0, committedMetadata: "")])]), version: 7)
+        #expect(committed.topics.first?.partitions.first?.errorCode == .invalidGroupId)
+        let (_, offsets) = try await connection.call(OffsetFetchRequest(groupId: "pay\u{0}roll", topics: [.init(name: "orders", partitionIndexes: [0])]), version: 5)
+        #expect(offsets.errorCode == .noError)
+        #expect(offsets.topics.first?.partitions.first?.committedOffset == -1)
+        let (_, described) = try await connection.call(DescribeGroupsRequest(groups: ["pay\u{0}roll"]), version: 4)
+        #expect(described.groups.map(\.groupState) == ["Dead"])
+        let (_, deleted) = try await connection.call(DeleteGroupsRequest(groupsNames: ["pay\u{0}roll"]), version: 1)
+        #expect(deleted.results.map(\.errorCode) == [.groupIdNotFound])
+        // The same connection still produces to the real stream.
+        let (_, real) = try await connection.call(produceRequest(topic: "orders", batch: try producedBatch(count: 2)), version: 7)
+        #expect(real.responses.first?.partitionResponses.first?.errorCode == .noError)
+        await connection.close()
+        await harness.broker.shutdown()
+    }
 }

@@ -22,6 +22,49 @@ import Testing
         }
     }
 
+    /// libpq sends text parameters as C strings: a NUL would cut the value short (and PostgreSQL's text
+    /// cannot hold one), so such a parameter is refused before anything is sent. Found by the broker fuzzer
+    /// (`malformed array literal: "{"or"` for a stream name with a NUL).
+    @Test func aParameterWithANulByteIsRefusedAndTheConnectionStaysUsable() throws {
+        do {
+            _ = try db.query("SELECT $1::text AS v", ["or\0ders"])
+            Issue.record("a NUL parameter was sent")
+        } catch let error as DatabaseError {
+            #expect(error.sqlState == "22021")
+            #expect(error.message == "parameter $1 contains a NUL byte, which PostgreSQL text cannot hold")
+        }
+        #expect(sqlState { try db.queryBinary("SELECT $1::text, $2::text", ["ok", "a\0"]) { _ in } } == "22021")
+        #expect(try db.query("SELECT $1::text AS v", ["orders"]).first?["v"] == "orders")
+    }
+
+    /// Timestamps outside PostgreSQL's range (4714 BC to 294276 AD) are clamped to its ends in the
+    /// binary COPY encoding: the bytes are the ends' microseconds since 2000-01-01 and COPY stores them.
+    @Test func copyTimestampsAreClampedIntoWhatPostgresStores() throws {
+        func encoded(_ unixMilliseconds: Int64) -> [UInt8] {
+            var encoder = BinaryCopyEncoder()
+            let start = encoder.bytes.count
+            encoder.timestamp(unixMilliseconds: unixMilliseconds)
+            return Array(encoder.bytes[start...])
+        }
+        func field(_ micros: Int64) -> [UInt8] { [0, 0, 0, 8] + withUnsafeBytes(of: micros.bigEndian) { Array($0) } }
+        #expect(encoded(946_684_800_001) == field(1000))
+        #expect(encoded(Int64.max) == field(9_223_371_331_199_999_000))
+        #expect(encoded(9_224_318_100_000_000) == field(9_223_371_331_199_999_000))
+        #expect(encoded(Int64.min) == field(-211_813_488_000_000_000))
+
+        try db.execute("CREATE TEMP TABLE stamps (t timestamp(3) NOT NULL)")
+        var rows = BinaryCopyEncoder()
+        for value in [Int64.max, 9_224_318_100_000_000, Int64.min, 0] {
+            rows.beginRow(fieldCount: 1)
+            rows.timestamp(unixMilliseconds: value)
+        }
+        try db.copyIn("COPY stamps (t) FROM STDIN (FORMAT binary)") { send in
+            try (rows.bytes + BinaryCopyEncoder.trailer).withUnsafeBytes { try send($0) }
+        }
+        #expect(try db.query("SELECT t::text AS t FROM stamps").map { $0["t"] ?? "" }
+                == ["294276-12-31 23:59:59.999", "294276-12-31 23:59:59.999", "4714-11-24 00:00:00 BC", "1970-01-01 00:00:00"])
+    }
+
     @Test func foreignKeysAreEnforced() throws {
         let missing = UUID().uuidString
         #expect(sqlState { try db.execute("INSERT INTO users (org_id, email, password_hash, role) VALUES ($1, 'a@b.io', 'x', 'admin')", [missing]) } == "23503")

@@ -109,7 +109,10 @@ public final class StreamDirectory: Sendable {
         var missing: [String] = []
         cache.withLockedValue { cache in
             for name in names {
-                if let entry = cache[Key(organizationID: organizationID, name: name)], entry.expires > now {
+                if name.utf8.contains(0) {
+                    // No stream name holds a NUL byte (PostgreSQL text cannot), so none is looked up.
+                    found[name] = .some(nil)
+                } else if let entry = cache[Key(organizationID: organizationID, name: name)], entry.expires > now {
                     found[name] = .some(entry.stream)
                 } else {
                     missing.append(name)

@@ -6,12 +6,17 @@ import NIOCore
 /// The group APIs of one connection: membership through the `GroupService`, committed offsets
 /// in PostgreSQL. Group ids are scoped to the key's organization.
 extension RequestServer {
+    /// Kafka refuses an empty group id; a NUL byte is refused too, since PostgreSQL's text cannot store it.
+    private static func isValidGroupID(_ groupID: String) -> Bool {
+        !groupID.isEmpty && !groupID.utf8.contains(0)
+    }
+
     private func groupKey(_ groupID: String) -> GroupCoordinator.GroupKey {
         GroupCoordinator.GroupKey(organizationID: principal.organizationID, groupID: groupID)
     }
 
     func joinGroup(_ request: JoinGroupRequest, version: Int16, clientID: String?, clientHost: String) -> EventLoopFuture<JoinGroupResponse> {
-        guard !request.groupId.isEmpty else {
+        guard Self.isValidGroupID(request.groupId) else {
             return eventLoop.makeSucceededFuture(JoinGroupResponse(errorCode: .invalidGroupId, generationId: -1, protocolName: "",
                                                                    leader: "", memberId: request.memberId, members: []))
         }
@@ -108,7 +113,7 @@ extension RequestServer {
                 .init(name: topic.name, partitions: topic.partitions.map { .init(partitionIndex: $0.partitionIndex, errorCode: code) })
             })
         }
-        guard !request.groupId.isEmpty else { return eventLoop.makeSucceededFuture(everyPartition(.invalidGroupId)) }
+        guard Self.isValidGroupID(request.groupId) else { return eventLoop.makeSucceededFuture(everyPartition(.invalidGroupId)) }
         let allowed = services.groups.commitAllowed(groupKey(request.groupId), memberID: request.memberId,
                                                     generation: request.generationId, groupInstanceID: request.groupInstanceId)
         guard allowed == .noError else { return eventLoop.makeSucceededFuture(everyPartition(allowed)) }

@@ -131,13 +131,21 @@ public enum EventBatchReads {
     /// or nil: ListOffsets by time, as Kafka's time index answers it.
     public static func firstBatch(_ db: PostgresConnection, streamID: UUID, partition: Int32, from offset: Int64 = 0,
                                   timestampAtLeast timestamp: Int64) throws -> StoredBatch? {
+        // Stored max timestamps are clamped into PostgreSQL's range (`BinaryCopyEncoder.timestamp`):
+        // none is later than its end, and every one is at least its start.
+        guard timestamp <= BinaryCopyEncoder.timestampMaxUnixMilliseconds else { return nil }
+        let sincePostgresEpoch = max(timestamp, BinaryCopyEncoder.timestampMinUnixMilliseconds)
+            - BinaryCopyEncoder.postgresEpochUnixMilliseconds
         var found: StoredBatch?
+        // Whole days plus the milliseconds left: exact integer arithmetic for any timestamp in range
+        // (one interval of all the milliseconds would pass through a float8 and overflow near the end).
         try db.queryBinary("""
             SELECT base_offset, max_timestamp, batch FROM event_batches
             WHERE stream_id = $1::uuid AND partition = $2::int AND base_offset >= $4::bigint
-              AND max_timestamp >= 'epoch'::timestamp + $3::bigint * interval '1 millisecond'
+              AND max_timestamp >= '2000-01-01'::timestamp + ($3::bigint / 86400000) * interval '1 day'
+                                                           + ($3::bigint % 86400000) * interval '1 millisecond'
             ORDER BY base_offset LIMIT 1
-            """, [streamID.uuidString, String(partition), String(timestamp), String(offset)]) { row in
+            """, [streamID.uuidString, String(partition), String(sincePostgresEpoch), String(offset)]) { row in
             var bytes = ByteBuffer()
             row.withBytes(2) { _ = bytes.writeBytes($0) }
             found = StoredBatch(baseOffset: row.int64(0), maxTimestampMilliseconds: row.timestampMilliseconds(1), bytes: bytes)

@@ -90,7 +90,8 @@ public enum GroupOffsets {
     /// The group's committed offsets on the stream (all partitions, or those given).
     public static func committed(_ db: PostgresConnection, group: String, streamID: UUID,
                                  partitions: [Int32]? = nil) throws -> [CommittedOffset] {
-        try db.query("""
+        guard !group.utf8.contains(0) else { return [] }  // no stored name holds a NUL (PostgreSQL text cannot)
+        return try db.query("""
             SELECT o.partition, o.committed_offset, o.metadata, o.updated_at FROM consumer_groups g
             JOIN consumer_partition_offsets o ON o.consumer_group_id = g.id
             WHERE g.stream_id = $1::uuid AND g.name = $2 AND ($3::int[] IS NULL OR o.partition = ANY($3::int[]))
@@ -106,6 +107,7 @@ public enum GroupOffsets {
 
     /// Every group name of the organization with its streams (active ones), by name.
     public static func groups(_ db: PostgresConnection, organizationID: UUID, name: String? = nil) throws -> [StoredGroup] {
+        if let name, name.utf8.contains(0) { return [] }  // no stored name holds a NUL
         let rows = try db.query("""
             SELECT g.name, s.id AS stream_id, s.name AS stream_name FROM consumer_groups g
             JOIN event_streams s ON s.id = g.stream_id
@@ -126,7 +128,8 @@ public enum GroupOffsets {
     /// how many streams it had.
     @discardableResult
     public static func delete(_ db: PostgresConnection, organizationID: UUID, group: String) throws -> Int {
-        try db.transaction {
+        guard !group.utf8.contains(0) else { return 0 }
+        return try db.transaction {
             let ids = try db.query("""
                 SELECT g.id FROM consumer_groups g JOIN event_streams s ON s.id = g.stream_id
                 WHERE s.org_id = $1::uuid AND g.name = $2

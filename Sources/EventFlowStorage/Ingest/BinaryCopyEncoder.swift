@@ -59,19 +59,18 @@ public struct BinaryCopyEncoder: Sendable {
         withUnsafeBytes(of: value.uuid) { bytes.append(contentsOf: $0) }
     }
 
-    /// A `timestamp` from Unix milliseconds, clamped to what the int64 microsecond encoding
-    /// can hold (producers may send any timestamp).
+    /// The earliest `timestamp` PostgreSQL stores (4714-11-24 00:00:00 BC, its MIN_TIMESTAMP), in Unix milliseconds.
+    public static let timestampMinUnixMilliseconds: Int64 = -210_866_803_200_000
+    /// The last millisecond of the latest `timestamp` PostgreSQL stores (294276-12-31 23:59:59.999,
+    /// one millisecond before its END_TIMESTAMP), in Unix milliseconds.
+    public static let timestampMaxUnixMilliseconds: Int64 = 9_224_318_015_999_999
+
+    /// A `timestamp` from Unix milliseconds, clamped into the range PostgreSQL stores: producers
+    /// may send any int64, and one value out of range would fail the COPY of every batch beside it.
     public mutating func timestamp(unixMilliseconds: Int64) {
-        let sinceEpoch = unixMilliseconds.subtractingReportingOverflow(Self.postgresEpochUnixMilliseconds)
-        let micros = sinceEpoch.overflow ? nil : sinceEpoch.partialValue.multipliedReportingOverflow(by: 1000)
-        let value: Int64
-        if let micros, !micros.overflow {
-            value = micros.partialValue
-        } else {
-            value = unixMilliseconds < 0 ? Int64.min + 1 : Int64.max - 1
-        }
+        let clamped = min(max(unixMilliseconds, Self.timestampMinUnixMilliseconds), Self.timestampMaxUnixMilliseconds)
         appendBigEndian(Int32(8))
-        appendBigEndian(value)
+        appendBigEndian((clamped - Self.postgresEpochUnixMilliseconds) * 1000)
     }
 
     /// A `bytea` of `count` bytes written in place by `write`, which must fill the whole buffer:

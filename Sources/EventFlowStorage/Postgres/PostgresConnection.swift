@@ -149,7 +149,7 @@ public final class PostgresConnection {
         if parameters.isEmpty {
             result = PQexec(connection, sql)
         } else {
-            result = withCStringArray(parameters) { pointers in
+            result = try withCStringArray(parameters) { pointers in
                 PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
             }
         }
@@ -188,7 +188,7 @@ public final class PostgresConnection {
     /// not as hex text, and integers as their big-endian bytes.
     public func queryBinary(_ sql: String, _ parameters: [String?] = [], _ body: (BinaryRow) throws -> Void) throws {
         let connection = try requireConnection()
-        let result = withCStringArray(parameters) { pointers in
+        let result = try withCStringArray(parameters) { pointers in
             PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 1)
         }
         defer { PQclear(result) }
@@ -269,7 +269,12 @@ public final class PostgresConnection {
     }
 }
 
-private func withCStringArray<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+/// Text parameters as C strings. A NUL byte would end the C string early — libpq would send a
+/// shorter value than the caller's, which PostgreSQL's text cannot hold anyway — so it is refused.
+private func withCStringArray<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) throws -> R {
+    if let index = strings.firstIndex(where: { $0?.utf8.contains(0) == true }) {
+        throw DatabaseError(sqlState: "22021", message: "parameter $\(index + 1) contains a NUL byte, which PostgreSQL text cannot hold")
+    }
     let storage: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
     defer { for pointer in storage { free(pointer) } }
     return body(storage.map { $0.map { UnsafePointer($0) } })
