@@ -33,7 +33,7 @@ COPY --from=build /staging/bin/ /usr/local/bin/
 COPY prisma /usr/local/share/eventflow/prisma
 USER eventflow
 WORKDIR /var/lib/eventflow
-# Kafka protocol (TLS unless --plaintext).
-EXPOSE 9092
+# Kafka protocol (TLS unless --plaintext); /metrics, /health, /ready (loopback unless --http-host).
+EXPOSE 9092 9644
 ENTRYPOINT ["/usr/local/bin/eventflow"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "9092", "--data-dir", "/var/lib/eventflow"]

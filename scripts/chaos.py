@@ -40,6 +40,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 try:
     from confluent_kafka import Consumer, KafkaError, KafkaException, OFFSET_BEGINNING, Producer, TopicPartition
@@ -106,6 +108,7 @@ class Broker:
         self.eventflow = eventflow
         self.data = os.path.join(work, "data")
         self.port = free_port()
+        self.http_port = free_port()
         self.log_path = os.path.join(work, "serve.log")
         self.process = None
         self.starts = 0
@@ -118,6 +121,16 @@ class Broker:
                 return sum(1 for line in f if text in line)
         except OSError:
             return 0
+
+    def http_get(self, path):
+        """(status, body) of a GET on the broker's HTTP listener (/ready, /health, /metrics)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError as error:
+            return None, str(error)
 
     def cli(self, *arguments):
         result = subprocess.run([self.eventflow, *arguments, "--data-dir", self.data],
@@ -133,7 +146,7 @@ class Broker:
             out.flush()
             self.process = subprocess.Popen(
                 [self.eventflow, "serve", "--data-dir", self.data, "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "info"], stdout=out, stderr=subprocess.STDOUT)
+                 "--http-port", str(self.http_port), "--log-level", "info"], stdout=out, stderr=subprocess.STDOUT)
 
     def wait_listening(self):
         deadline = time.monotonic() + STALL_SECONDS
@@ -473,7 +486,7 @@ def scenario_pg(broker, config, args, rng, problems):
                 "request failed; closing connection": broker.log_count("request failed; closing connection")}
     producers = start_producers(config, topic, args.producers, args.rate, acks, "pg")
     wait_acks_grow(acks, 0, "pg: before the first round")
-    resumes, after_starts = [], []
+    resumes, after_starts, ready_checks = [], [], []
     for round_number in range(1, args.pg_rounds + 1):
         time.sleep(rng.uniform(0.5, args.max_gap))
         port = broker.pg_port()
@@ -485,11 +498,22 @@ def scenario_pg(broker, config, args, rng, problems):
         stop_took = time.monotonic() - stopped_at
         time.sleep(rng.uniform(0.5, 2.0))
         broker.check_alive()
+        # Readiness follows the database: not ready while it is away, alive all along.
+        ready_down = broker.http_get("/ready")
+        health_down = broker.http_get("/health")
+        if ready_down[0] != 503 or "database unreachable" not in ready_down[1]:
+            problems.append(f"pg round {round_number}: /ready with PostgreSQL stopped answered {ready_down}, not 503 database unreachable")
+        if health_down[0] != 200:
+            problems.append(f"pg round {round_number}: /health with PostgreSQL stopped answered {health_down}, not 200")
         starting_at = time.monotonic()
         broker.pg_start(port)  # returns once PostgreSQL (after its crash recovery) accepts connections
         started_at = time.monotonic()
         resumed_at = wait_acks_grow(acks, started_at, f"pg round {round_number}")
         broker.check_alive()
+        ready_up = broker.http_get("/ready")
+        if ready_up[0] != 200:
+            problems.append(f"pg round {round_number}: /ready after PostgreSQL was back answered {ready_up}, not 200")
+        ready_checks.append((ready_down[0], ready_up[0]))
         resumes.append(resumed_at - started_at)
         after_starts.append(resumed_at - stopped_at)
         log(f"pg round {round_number}/{args.pg_rounds}: stopped -m immediate (pg_ctl stop {stop_took:.2f} s, "
@@ -503,7 +527,8 @@ def scenario_pg(broker, config, args, rng, problems):
     ends, stored = read_back(config, topic)
     figures = check_stored(topic, acks, ends, stored, problems)
     observed = {text: broker.log_count(text) - before for text, before in observed.items()}
-    figures.update(rounds=args.pg_rounds, resume_seconds=resumes, outage_seconds=after_starts, broker_log=observed)
+    figures.update(rounds=args.pg_rounds, resume_seconds=resumes, outage_seconds=after_starts, broker_log=observed,
+                   ready_while_down_and_after=ready_checks)
     log(figures_line("pg", figures))
     log(f"pg: while PostgreSQL was away the broker logged {observed['authentication failed']} SASL "
         f"'authentication failed' (the valid key: answered SASL_AUTHENTICATION_FAILED) and "

@@ -60,6 +60,16 @@ def main():
     check(any(str(p).endswith(":9092") for p in broker.get("ports", [])), "broker: port 9092 published")
     command = broker.get("command", [])
     check(command[:1] == ["serve"], "broker: runs `eventflow serve`")
+    check(any(str(p).endswith(":9644") for p in broker.get("ports", [])), "broker: metrics port 9644 published")
+    check("/ready" in " ".join(map(str, (broker.get("healthcheck") or {}).get("test", []))), "broker: healthcheck on /ready")
+
+    prometheus = services.get("prometheus", {})
+    check("observe" in (prometheus.get("profiles") or []), "prometheus: under the observe profile")
+    scrape_config = os.path.join(ROOT, "docs", "prometheus.yml")
+    check(any(str(v).startswith("./docs/prometheus.yml:") for v in prometheus.get("volumes", [])), "prometheus: mounts docs/prometheus.yml")
+    targets = [t for job in (yaml.safe_load(open(scrape_config)).get("scrape_configs") or [])
+               for c in job.get("static_configs", []) for t in c.get("targets", [])]
+    check("broker:9644" in targets, f"prometheus: scrapes broker:9644 (targets {targets})")
 
     loadgen = services.get("loadgen", {})
     check("bench" in (loadgen.get("profiles") or []), "loadgen: under the bench profile")

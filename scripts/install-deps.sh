@@ -2,7 +2,8 @@
 # Installs what EventFlow needs on a Debian machine, skipping what is already there:
 # the C libraries it links (liblz4, libpq, OpenSSL headers), PostgreSQL for the embedded mode,
 # and, with --python, the existing Kafka clients the tests run against the broker: kafka-python
-# and confluent-kafka (librdkafka 2.x) from PyPI, kcat (librdkafka) from Debian.
+# and confluent-kafka (librdkafka 2.x) from PyPI, kcat (librdkafka) from Debian, and prometheus-client
+# (its text parser checks the broker's /metrics).
 set -euo pipefail
 
 packages=(liblz4-dev libpq-dev libssl-dev postgresql lz4 pkg-config xxd)
@@ -30,8 +31,8 @@ if ((${#missing[@]})); then
 fi
 
 if [[ "${1:-}" == "--python" ]]; then
-    if ! python3 -c 'import kafka, lz4.frame, confluent_kafka' 2>/dev/null; then
-        echo "install-deps: installing kafka-python, lz4 and confluent-kafka from PyPI"
-        python3 -m pip install --quiet kafka-python==3.0.12 lz4 'confluent-kafka>=2.3,<3'
+    if ! python3 -c 'import kafka, lz4.frame, confluent_kafka, prometheus_client' 2>/dev/null; then
+        echo "install-deps: installing kafka-python, lz4, confluent-kafka and prometheus-client from PyPI"
+        python3 -m pip install --quiet kafka-python==3.0.12 lz4 'confluent-kafka>=2.3,<3' 'prometheus-client>=0.20,<1'
     fi
 fi

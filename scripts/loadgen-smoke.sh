@@ -106,7 +106,8 @@ if grep -q "Percentile" "$WORK/insert.hgrm" 2>/dev/null; then pass "hgrm written
 
 if [ -x "$EVENTFLOW" ]; then
     PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$EVENTFLOW" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --log-level debug >"$WORK/serve.log" 2>&1 &
+    HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$EVENTFLOW" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" --log-level debug >"$WORK/serve.log" 2>&1 &
     SERVE_PID=$!
     for _ in $(seq 1 300); do
         python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$PORT" \
@@ -162,6 +163,23 @@ assert sorted(map(int, assigned[0]["first_record_ms"])) == partitions, assigned[
 assert group["records_read"] and group["records_read"][-1][1] > 0
 PY
     [ -f "$WORK/group.json" ] || fail "consume --group (exit status)"
+    # The broker's /metrics after all of the above, read by Prometheus' text parser: every event the
+    # producers had acknowledged was flushed, and produce and fetch requests were counted.
+    if python3 "$(dirname "$0")/http-probe.py" "http://127.0.0.1:$HTTP_PORT/metrics" --prometheus >"$WORK/metrics.json" \
+        && python3 - "$WORK" <<'PY'; then pass "/metrics: produce and fetch requests counted, every acknowledged event flushed"; else fail "/metrics"; fi
+import json, sys
+work = sys.argv[1]
+samples = json.load(open(f"{work}/metrics.json"))["samples"]
+def value(name, **labels):
+    return sum(s["value"] for s in samples if s["name"] == name and all(s["labels"].get(k) == v for k, v in labels.items()))
+acknowledged = sum(json.load(open(f"{work}/{name}.json"))["events_acknowledged_total"] for name in ("producer", "raw", "stamped"))
+assert value("eventflow_requests_total", api="produce") > 0, "no produce requests counted"
+assert value("eventflow_requests_total", api="fetch") > 0, "no fetch requests counted"
+assert value("eventflow_flushed_records_total") >= acknowledged, (value("eventflow_flushed_records_total"), acknowledged)
+assert value("eventflow_request_duration_seconds_count", api="produce") > 0
+print(f"  /metrics: {len(samples)} samples; {value('eventflow_flushed_records_total'):.0f} records flushed, "
+      f"{acknowledged} acknowledged to the load generator; lag series: {sum(1 for s in samples if s['name'] == 'eventflow_consumer_group_lag')}")
+PY
     rejects "latency needs messages" "--latency" consume --stream smoke --latency --read skip
     rejects "group needs messages" "--group reads" consume --stream smoke --group g --read skip
     EVENTFLOW_API_KEY=$KEY EVENTFLOW_API_SECRET=$SECRET rejects "unknown stream to consume" "unknown stream" consume --stream nosuch --duration 1

@@ -77,10 +77,9 @@ struct FileLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
-             source: String, file: String, function: String, line: UInt) {
-        self.file.append(LogLine.format(level: level, label: label, message: message,
-                                        metadata: self.metadata.merging(explicit ?? [:]) { _, new in new }) + "\n")
+    func log(event: LogEvent) {
+        file.append(LogLine.format(level: event.level, label: label, message: event.message,
+                                   metadata: metadata.merging(event.metadata ?? [:]) { _, new in new }) + "\n")
     }
 }
 
@@ -116,10 +115,9 @@ struct CapturingLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
-             source: String, file: String, function: String, line: UInt) {
-        capture.append(LogLine.format(level: level, label: label, message: message,
-                                      metadata: self.metadata.merging(explicit ?? [:]) { _, new in new }))
+    func log(event: LogEvent) {
+        capture.append(LogLine.format(level: event.level, label: label, message: event.message,
+                                      metadata: metadata.merging(event.metadata ?? [:]) { _, new in new }))
     }
 }
 

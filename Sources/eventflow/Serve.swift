@@ -22,11 +22,23 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error).")
     var logLevel = "info"
 
+    @Option(help: "Log format: text (one readable line per event) or json (one JSON object per line, for log shippers).")
+    var logFormat: LogFormat = .text
+
     @Option(help: "Address the Kafka-protocol listener binds to.")
     var host = "0.0.0.0"
 
     @Option(help: "Port of the Kafka-protocol listener.")
     var port = 9092
+
+    @Option(help: "Address of the HTTP listener for /metrics (Prometheus), /health and /ready. Loopback by default: metrics name organizations, streams and groups.")
+    var httpHost = "127.0.0.1"
+
+    @Option(help: "Port of the HTTP listener (0: any free port).")
+    var httpPort = BrokerConfiguration.HTTPListener.defaultPort
+
+    @Flag(help: "No HTTP listener (no /metrics, /health, /ready).")
+    var noHTTP = false
 
     @Option(help: "Host announced to clients in Metadata (default: the bind address, or 127.0.0.1 for 0.0.0.0).")
     var advertisedHost: String?
@@ -96,10 +108,20 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         Self.boundAllocatorRetention()
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            return handler
+        let level = Logger.Level(rawValue: logLevel) ?? .info  // validated
+        switch logFormat {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "eventflow.serve")
         let signals = SignalWaiter([SIGINT, SIGTERM])
@@ -143,16 +165,23 @@ struct Serve: AsyncParsableCommand {
             configuration.fetch = FetchService.Configuration(
                 tailCacheBytesMax: tailCacheBytesMax, waitMillisecondsMax: fetchWaitMillisecondsMax,
                 responseBytesMax: fetchResponseBytesMax, catchUpThreads: fetchCatchUpThreads)
+            if !noHTTP {
+                configuration.http = .init(host: httpHost, port: httpPort, migrationsDirectory: try Migrator.locateDirectory())
+            }
             let broker: Broker
             do {
                 broker = try await Broker.start(configuration: configuration, databaseURL: session.url,
                                                 logger: Logger(label: "eventflow.broker"))
             } catch let error as IOError where error.errnoCode == EADDRINUSE {
                 throw CommandFailure(description: "cannot listen on \(host):\(port): the port is already in use; choose another with --port")
+            } catch let error as HTTPPortInUse {
+                throw CommandFailure(description: "\(error); choose another with --http-port, or --no-http")
             }
             let maintenance = Self.startMaintenance(url: session.url, intervalSeconds: maintenanceIntervalSeconds,
                                                     partitions: partitions, broker: broker)
-            logger.info("EventFlow is ready; stop with Ctrl-C (SIGINT) or SIGTERM", metadata: ["port": "\(broker.port)"])
+            var ready: Logger.Metadata = ["port": "\(broker.port)"]
+            if let httpPort = broker.httpPort { ready["httpPort"] = "\(httpPort)" }
+            logger.info("EventFlow is ready; stop with Ctrl-C (SIGINT) or SIGTERM", metadata: ready)
             let signal = await signals.wait()
             logger.info("stopping", metadata: ["signal": "\(signal)"])
             maintenance.cancel()
@@ -208,6 +237,10 @@ extension Serve {
     }
 
     func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard (0...65535).contains(httpPort) else { throw ValidationError("--http-port must be 0…65535") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard !(plaintext && tlsCert != nil) else { throw ValidationError("--plaintext and --tls-cert exclude each other") }
         guard frameBytesMax > 0, connectionsMax > 0, inflightRequestsMax > 0, flushBytesTarget > 0, memoryBytesMax > 0,
@@ -291,4 +324,8 @@ extension Serve {
         _ = mallopt(arenaMax, 2)
         #endif
     }
+}
+
+enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
 }

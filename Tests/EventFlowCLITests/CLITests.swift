@@ -201,7 +201,7 @@ struct CLI {
         serve.standardOutput = FileHandle.nullDevice
         try serve.run()
         let log = ServeTestArguments.logUntilReady(serve, err)
-        #expect(log.contains("ready"), "\(log)")
+        #expect(log.contains("EventFlow is ready"), "\(log)")
         #expect(log.contains("****"))  // the database URL is logged with its password masked
         let password = try String(contentsOfFile: cli.directory + "/eventflow-data/db-password", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -229,13 +229,13 @@ struct CLI {
 
 enum ServeTestArguments {
     /// Flags that keep a test's `serve` off fixed ports.
-    static let extra: [String] = ["--port", "0", "--host", "127.0.0.1"]
+    static let extra: [String] = ["--port", "0", "--host", "127.0.0.1", "--http-port", "0"]
 
-    /// What `serve` wrote to standard error until its "ready" line (or its exit, or a minute).
+    /// What `serve` wrote to standard error until its "EventFlow is ready" line (or its exit, or a minute).
     static func logUntilReady(_ serve: Process, _ err: Pipe) -> String {
         var log = ""
         let deadline = Date().addingTimeInterval(60)
-        while !log.contains("ready"), Date() < deadline, serve.isRunning {
+        while !log.contains("EventFlow is ready"), Date() < deadline, serve.isRunning {
             let chunk = err.fileHandleForReading.availableData
             log += String(decoding: chunk, as: UTF8.self)
         }
@@ -244,7 +244,7 @@ enum ServeTestArguments {
 
     /// The listening port in the "ready" line (`port=N`).
     static func readyPort(_ log: String) -> Int? {
-        guard let line = log.split(separator: "\n").first(where: { $0.contains("ready") }),
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("EventFlow is ready") }),
               let match = line.firstMatch(of: /port=(\d+)/) else { return nil }
         return Int(match.1)
     }
@@ -330,5 +330,46 @@ enum Shell {
 extension Users {
     static func authenticateForTest(_ db: PostgresConnection, _ email: String, _ password: String) -> Bool {
         (try? authenticate(db, email: email, password: password)) != nil
+    }
+}
+
+/// `serve --log-format json`: every line the broker writes is one JSON object, for log shippers.
+@Suite struct ServeLogFormatTests {
+    @Test func serveWithLogFormatJSONWritesOneJSONObjectPerLine() throws {
+        let cli = CLI(databaseURL: try TestCluster.freshDatabase())
+        let wrongFormat = try cli.run("serve", "--log-format", "xml")
+        #expect(wrongFormat.status != 0)
+        #expect(wrongFormat.stderr.contains("--log-format"), "\(wrongFormat.stderr)")
+        let wrongLevel = try cli.run("serve", "--log-level", "loud")
+        #expect(wrongLevel.status != 0)
+        #expect(wrongLevel.stderr.contains("--log-level must be one of trace, debug, info, notice, warning, error, critical"), "\(wrongLevel.stderr)")
+
+        let serve = Process()
+        serve.executableURL = URL(fileURLWithPath: CLI.binary)
+        serve.arguments = ["serve", "--log-format", "json"] + ServeTestArguments.extra
+        serve.environment = cli.environment
+        serve.currentDirectoryURL = URL(fileURLWithPath: cli.directory)
+        let err = Pipe()
+        serve.standardError = err
+        serve.standardOutput = FileHandle.nullDevice
+        try serve.run()
+        defer { serve.terminate(); serve.waitUntilExit() }
+        var log = ServeTestArguments.logUntilReady(serve, err)
+        while !log.hasSuffix("\n"), serve.isRunning { log += String(decoding: err.fileHandleForReading.availableData, as: UTF8.self) }
+        let lines = log.split(separator: "\n")
+        try #require(lines.count >= 3, "\(log)")
+        var events: [[String: Any]] = []
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8))
+            events.append(try #require(object as? [String: Any], "not a JSON object: \(line)"))
+        }
+        let ready = try #require(events.first { ($0["message"] as? String)?.contains("EventFlow is ready") == true })
+        #expect(ready["level"] as? String == "info")
+        #expect(ready["label"] as? String == "eventflow.serve")
+        let port = try #require((ready["metadata"] as? [String: String])?["port"].flatMap(Int.init))
+        #expect(port > 0)
+        let httpPort = try #require((ready["metadata"] as? [String: String])?["httpPort"].flatMap(Int.init))
+        #expect(httpPort > 0 && httpPort != port)
+        #expect(events.allSatisfy { $0["time"] is String && $0["level"] is String && $0["message"] is String })
     }
 }

@@ -16,6 +16,9 @@ public final class Broker: Sendable {
     private let writer: LogWriterThread
     private let services: BrokerServices
     private let serverChannel: NIOLockedValueBox<(any Channel)?>
+    private let httpChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    /// The broker's metrics (swift-metrics into its own Prometheus registry), served at `/metrics`.
+    public let metrics: BrokerMetrics
     private let revocationTask: NIOLockedValueBox<RepeatedTask?>
     private let stopped = NIOLockedValueBox(false)
 
@@ -25,6 +28,7 @@ public final class Broker: Sendable {
         let broker = try Broker(configuration: configuration, databaseURL: databaseURL, logger: logger)
         do {
             try await broker.listen()
+            if let http = configuration.http { try await broker.listenHTTP(http) }
         } catch {
             await broker.shutdown()
             throw error
@@ -51,12 +55,14 @@ public final class Broker: Sendable {
 
         writer = LogWriterThread(url: databaseURL, logger: Logger(label: "eventflow.log-writer"))
         writer.start()
+        let metrics = BrokerMetrics()
+        self.metrics = metrics
         let batcher = WriteAheadBatcher(configuration: configuration.groupCommit, writer: writer,
-                                        timerLoop: group.next(), logger: logger)
+                                        timerLoop: group.next(), logger: logger, metrics: metrics)
         batcher.startup(nextOffsets: nextOffsets, producerBatches: producerBatches)
         let controlPlane = ControlPlane(databaseURL: databaseURL)
         let fetches = FetchService(configuration: configuration.fetch, databaseURL: databaseURL, batcher: batcher,
-                                   timerLoop: group.next(), logger: logger)
+                                   timerLoop: group.next(), logger: logger, metrics: metrics)
         batcher.onFlushCommitted { fetches.committed($0) }
         let groups = GroupService(configuration: configuration.groups, controlPlane: controlPlane, timerLoop: group.next(), logger: logger)
         let registry = ConnectionRegistry()
@@ -67,7 +73,7 @@ public final class Broker: Sendable {
             unauthenticatedBytes: unauthenticatedBytes, controlPlane: controlPlane,
             streams: StreamDirectory(controlPlane: controlPlane, batcher: batcher), registry: registry,
             advertised: NIOLockedValueBox((configuration.advertisedHost ?? Self.defaultAdvertisedHost(configuration.host), Int32(configuration.port))),
-            logger: logger)
+            metrics: metrics, logger: logger)
         batcher.onReadingPausedChanged { paused in
             registry.forEach { $0.batcherReadingPaused(paused) }
         }
@@ -182,6 +188,7 @@ public final class Broker: Sendable {
         logger.info("shutting down: draining")
         let channel = serverChannel.withLockedValue { $0 }
         try? await channel?.close()
+        try? await httpChannel.withLockedValue({ $0 })?.close()
         revocationTask.withLockedValue { $0 }?.cancel()
         // Durable produces are answered when their flush commits; drain flushes everything buffered.
         try? await services.batcher.drain().get()
@@ -214,4 +221,93 @@ extension Broker {
 
     /// The shared services, for tests that look inside.
     var servicesForTests: BrokerServices { services }
+}
+
+// MARK: The operators' HTTP listener
+
+/// The HTTP listener's address is taken (the Kafka listener's own failure is an `IOError`).
+public struct HTTPPortInUse: Error, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var description: String { "cannot listen for HTTP on \(host):\(port): the port is already in use" }
+}
+
+extension Broker {
+    /// The port `/metrics`, `/health` and `/ready` are served on, once bound (nil without `http`).
+    public var httpPort: Int? { httpChannel.withLockedValue { $0?.localAddress?.port } }
+
+    fileprivate func listenHTTP(_ http: BrokerConfiguration.HTTPListener) async throws {
+        let migrator = try http.migrationsDirectory.map { try Migrator(directory: $0) }
+        let route: HTTPEndpointHandler.Route = { [self] path, eventLoop in
+            switch path {
+            case "/metrics": return scrape(on: eventLoop)
+            case "/health": return eventLoop.makeSucceededFuture(.text(.ok, "ok\n"))
+            case "/ready": return readiness(migrator: migrator, on: eventLoop)
+            default: return nil
+            }
+        }
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HTTPEndpointHandler(route: route))
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(host: http.host, port: http.port).get()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw HTTPPortInUse(host: http.host, port: http.port)
+        }
+        httpChannel.withLockedValue { $0 = channel }
+        logger.info("http listening (/metrics, /health, /ready)", metadata: [
+            "address": "\(http.host):\(channel.localAddress?.port ?? http.port)",
+        ])
+    }
+
+    /// The gauges of the moment, consumer lag from the committed positions in PostgreSQL, then the text.
+    private func scrape(on eventLoop: any EventLoop) -> EventLoopFuture<HTTPEndpointHandler.Answer> {
+        let services = services
+        let batcher = services.batcher
+        return services.controlPlane.run(on: eventLoop) { db in
+            try GroupOffsets.positions(db, limit: BrokerMetrics.lagSeriesMax)
+        }.map { positions -> [BrokerMetrics.Lag] in
+            positions.map { position in
+                let end = batcher.highWatermark(of: StreamPartition(streamID: position.streamID, partition: position.partition)) ?? 0
+                return BrokerMetrics.Lag(organization: position.organization, stream: position.stream, group: position.group,
+                                         partition: position.partition, messages: max(end - position.committedOffset, 0))
+            }
+        }.flatMapErrorThrowing { error in
+            // The database is away: everything else is still worth scraping; lag series are left out.
+            services.logger.warning("metrics: consumer lag unavailable", metadata: ["error": "\(error)"])
+            return []
+        }.map { [metrics] lags in
+            let memory = batcher.memory
+            let text = metrics.scrape(.init(
+                connectionsOpen: services.registry.count, batcherMemoryBytes: memory.bufferedBytes, batcherHeldBytes: memory.heldBytes,
+                batcherReadingPaused: batcher.isReadingPaused, requestBytesCharged: services.requestBytes.chargedBytes,
+                unauthenticatedBytesCharged: services.unauthenticatedBytes.chargedBytes,
+                tailCacheBytes: services.fetches.tailCacheBytes, groupsActive: services.groups.groupCount, lags: lags))
+            return HTTPEndpointHandler.Answer(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: text)
+        }
+    }
+
+    /// Ready: the Kafka listener bound, the database answering, every migration applied.
+    private func readiness(migrator: Migrator?, on eventLoop: any EventLoop) -> EventLoopFuture<HTTPEndpointHandler.Answer> {
+        guard serverChannel.withLockedValue({ $0 }) != nil else {
+            return eventLoop.makeSucceededFuture(.text(.serviceUnavailable, "not ready: the Kafka listener is not bound\n"))
+        }
+        return services.controlPlane.run(on: eventLoop) { db -> String? in
+            try db.execute("SELECT 1")
+            guard let migrator else { return nil }
+            let pending = try migrator.status(db).filter { $0.appliedAt == nil }.map(\.name)
+            return pending.isEmpty ? nil : "migrations not applied: \(pending.joined(separator: ", "))"
+        }.map { problem -> HTTPEndpointHandler.Answer in
+            problem.map { .text(.serviceUnavailable, "not ready: \($0)\n") } ?? .text(.ok, "ready\n")
+        }.recover { error in
+            .text(.serviceUnavailable, "not ready: database unreachable: \(error)\n")
+        }
+    }
 }

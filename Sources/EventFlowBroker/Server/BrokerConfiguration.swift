@@ -52,6 +52,26 @@ public struct BrokerConfiguration: Sendable {
     /// How long shutdown waits for connections to answer what they owe before closing them.
     public var shutdownGraceMilliseconds: Int64
     public var eventLoopThreads: Int
+    /// The operators' HTTP listener (`/metrics`, `/health`, `/ready`); nil: none.
+    public var http: HTTPListener?
+
+    /// Where `HTTPEndpoint` listens, and what `/ready` checks beyond the listener and the database.
+    public struct HTTPListener: Sendable {
+        /// Loopback by default: metrics name organizations, streams and groups.
+        public var host: String
+        /// 0 picks a free port (tests); the bound port is reported by `Broker.httpPort`.
+        public var port: Int
+        /// The migrations `/ready` requires applied (nil: not checked).
+        public var migrationsDirectory: String?
+
+        public static let defaultPort = 9644
+
+        public init(host: String = "127.0.0.1", port: Int = HTTPListener.defaultPort, migrationsDirectory: String? = nil) {
+            self.host = host
+            self.port = port
+            self.migrationsDirectory = migrationsDirectory
+        }
+    }
 
     public init(
         host: String = "0.0.0.0",

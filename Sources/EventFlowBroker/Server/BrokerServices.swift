@@ -18,6 +18,7 @@ struct BrokerServices: Sendable {
     var streams: StreamDirectory
     var registry: ConnectionRegistry
     var advertised: NIOLockedValueBox<(host: String, port: Int32)>
+    var metrics: BrokerMetrics
     var logger: Logger
 }
 

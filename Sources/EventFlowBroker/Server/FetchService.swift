@@ -98,9 +98,10 @@ public final class FetchService: Sendable {
     private let batcher: WriteAheadBatcher
     private let timerLoop: any EventLoop
     private let logger: Logger
+    private let metrics: BrokerMetrics?
 
     public init(configuration: Configuration, databaseURL: String, batcher: WriteAheadBatcher,
-                timerLoop: any EventLoop, logger: Logger) {
+                timerLoop: any EventLoop, logger: Logger, metrics: BrokerMetrics? = nil) {
         self.configuration = configuration
         self.state = NIOLockedValueBox(State(cache: TailCache(bytesMax: configuration.tailCacheBytesMax),
                                              waits: FetchWaits(waitsMax: configuration.waitsMax)))
@@ -108,7 +109,11 @@ public final class FetchService: Sendable {
         self.batcher = batcher
         self.timerLoop = timerLoop
         self.logger = logger
+        self.metrics = metrics
     }
+
+    /// Bytes the tail cache holds.
+    var tailCacheBytes: Int { state.withLockedValue { $0.cache.bytes } }
 
     /// Answers every parked fetch and stops the catch-up threads.
     public func shutdown() {
@@ -234,9 +239,11 @@ public final class FetchService: Sendable {
                                  })
         }
         if let fromCache {
+            metrics?.fetchesFromCache.increment()
             finish(fromCache, plan: plan, promise: promise, mayPark: mayPark)
             return
         }
+        metrics?.fetchesFromPostgres.increment()
         reads.run(on: eventLoop) { [self] db in
             try loadLogStartsIfNeeded(db)
             let snapshot = state.withLockedValue { state in

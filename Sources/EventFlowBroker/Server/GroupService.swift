@@ -82,6 +82,9 @@ public final class GroupService: Sendable {
                                                                  groupInstanceID: groupInstanceID, now: now) }
     }
 
+    /// Groups the coordinator holds (every state but Dead).
+    var groupCount: Int { state.withLockedValue { $0.machine.groupCount } }
+
     func describe(_ key: GroupCoordinator.GroupKey) -> GroupCoordinator.GroupDescription? {
         state.withLockedValue { $0.machine.describe(key) }
     }

@@ -2,6 +2,7 @@ import EventFlowProtocol
 import EventFlowStorage
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// One client connection, after TLS: cuts frames, decodes requests, drives the
@@ -48,6 +49,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private var unauthenticatedBytesCharged = 0
     private var deadlines: ConnectionDeadlines
     private var deadlineTimer: Scheduled<Void>?
+    /// Numbers the broker's connections in the order they open: the `connection` of every log line.
+    private static let connectionsOpened = NIOLockedValueBox<UInt64>(0)
 
     private enum Reservation: Equatable {
         case none
@@ -62,6 +65,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         self.session = SessionStateMachine(configuration: .init(
             authentication: authentication, inflightRequestsMax: services.configuration.inflightRequestsMax))
         self.logger = services.logger
+        logger[metadataKey: "connection"] = "\(Self.connectionsOpened.withLockedValue { opened in opened += 1; return opened })"
         self.connectionBytes = RequestBytesBudget(configuration: .init(bytesMax: services.configuration.effectiveConnectionRequestBytesMax))
         self.deadlines = ConnectionDeadlines(configuration: services.configuration.deadlines, openedAt: .now(),
                                              authenticated: session.principal != nil)
@@ -87,11 +91,13 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         if let refusal = services.registry.register(id, entry, connectionsMax: services.configuration.connectionsMax,
                                                     connectionsPerPeerMax: services.configuration.connectionsPerPeerMax) {
             logger.warning("connection refused", metadata: ["reason": "\(refusal)"])
+            services.metrics.connectionsRefused.increment()
             session.connectionClosed()
             context.close(promise: nil)
             return
         }
         registered = true
+        services.metrics.connectionsOpened.increment()
         batcherPaused = services.batcher.isReadingPaused
         run(deadlines.opened())
         context.fireChannelActive()
@@ -156,7 +162,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     func keyRevoked(_ apiKeyID: UUID) {
         let actions = session.keyRevoked(apiKeyID: apiKeyID)
-        if !actions.isEmpty { logger.notice("API key revoked; closing connection", metadata: ["apiKey": "\(apiKeyID)"]) }
+        if !actions.isEmpty { logger.notice("API key revoked; closing connection", metadata: ["apiKeyID": "\(apiKeyID)"]) }
         apply(actions)
     }
 
@@ -351,11 +357,16 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 return
             }
             logger.notice("undecodable request; closing connection", metadata: ["error": "\(error)"])
+            services.metrics.connectionClosed(reason: "undecodable")
             session.connectionClosed()
             context?.close(promise: nil)
             return
         }
         let header = decoded.header
+        services.metrics.requestReceived(header.apiKey)
+        logger.debug("request", metadata: [
+            "api": "\(header.apiKey)", "version": "\(header.apiVersion)", "correlationId": "\(header.correlationId)",
+        ])
         var mechanism = ""
         if case .saslHandshake(let request) = decoded.body { mechanism = request.mechanism }
         let decision = session.requestReceived(.init(apiKey: header.apiKey, saslMechanism: mechanism))
@@ -371,6 +382,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             authenticate(request, header: header, sequence: sequence)
         case .answerErrorThenClose(let sequence, let code):
             logger.notice("request refused; closing connection", metadata: ["api": "\(header.apiKey)", "error": "\(code)"])
+            services.metrics.connectionClosed(reason: "refused")
             switch decoded.body {
             case .saslHandshake:
                 respond(sequence, SaslHandshakeResponse(errorCode: code, mechanisms: SessionStateMachine.saslMechanisms)
@@ -390,6 +402,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     private func serve(_ decoded: DecodedRequest, sequence: SessionStateMachine.RequestSequence,
                        principal: SessionStateMachine.Principal?) {
         let header = decoded.header
+        let received = BrokerMetrics.now()
+        let metrics = services.metrics
         if case .apiVersions = decoded.body {
             respond(sequence, ApiVersionsResponse(apiKeys: Self.servedAPIVersions)
                 .encodedResponse(version: header.apiVersion, correlationId: header.correlationId))
@@ -415,16 +429,31 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         case .findCoordinator(let request): response = encoded(requests.findCoordinator(request))
         case .joinGroup(let request):
             let clientHost = context.channel.remoteAddress?.ipAddress ?? ""
-            response = encoded(requests.joinGroup(request, version: header.apiVersion, clientID: header.clientId, clientHost: clientHost))
-        case .syncGroup(let request): response = encoded(requests.syncGroup(request))
-        case .heartbeat(let request): response = encoded(requests.heartbeat(request))
+            response = encoded(requests.joinGroup(request, version: header.apiVersion, clientID: header.clientId, clientHost: clientHost).map {
+                metrics.requestErrors(.joinGroup, CollectionOfOne($0.errorCode))
+                return $0
+            })
+        case .syncGroup(let request):
+            response = encoded(requests.syncGroup(request).map {
+                metrics.requestErrors(.syncGroup, CollectionOfOne($0.errorCode))
+                return $0
+            })
+        case .heartbeat(let request):
+            let answer = requests.heartbeat(request)
+            metrics.requestErrors(.heartbeat, CollectionOfOne(answer.errorCode))
+            response = encoded(answer)
         case .leaveGroup(let request): response = encoded(requests.leaveGroup(request))
         case .offsetCommit(let request): response = encoded(requests.offsetCommit(request))
         case .offsetFetch(let request): response = encoded(requests.offsetFetch(request))
         case .listGroups: response = encoded(requests.listGroups())
         case .describeGroups(let request): response = encoded(requests.describeGroups(request))
         case .deleteGroups(let request): response = encoded(requests.deleteGroups(request))
-        case .fetch(let request): response = encoded(requests.fetch(request))
+        case .fetch(let request):
+            response = encoded(requests.fetch(request).map { body in
+                metrics.requestErrors(.fetch, CollectionOfOne(body.errorCode))
+                for topic in body.responses { metrics.requestErrors(.fetch, topic.partitions.lazy.map(\.errorCode)) }
+                return body
+            })
         case .listOffsets(let request): response = encoded(requests.listOffsets(request))
         case .initProducerId(let request): response = encoded(requests.initProducerId(request))
         case .produce(let request):
@@ -439,6 +468,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 // A refused batch closes the connection instead, the only way the producer can notice.
                 let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
                 answered.whenSuccess { body in
+                    for topic in body.responses { metrics.requestErrors(.produce, topic.partitionResponses.lazy.map(\.errorCode)) }
+                    metrics.requestAnswered(.produce, since: received)
                     let refused = body.responses.contains { $0.partitionResponses.contains { $0.errorCode != .noError } }
                     bound.value.respond(sequence, nil)
                     if refused {
@@ -449,11 +480,13 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 return
             }
             response = answered.map { body in
-                body.encodedResponse(version: header.apiVersion, correlationId: header.correlationId)
+                for topic in body.responses { metrics.requestErrors(.produce, topic.partitionResponses.lazy.map(\.errorCode)) }
+                return body.encodedResponse(version: header.apiVersion, correlationId: header.correlationId)
             }
         default:
             // No answer exists for an API this broker does not serve: close once earlier answers are out.
             logger.notice("API not served by this broker yet; closing connection", metadata: ["api": "\(header.apiKey)"])
+            metrics.connectionClosed(reason: "unserved")
             respond(sequence, nil)
             apply(session.shutdown())
             return
@@ -463,11 +496,13 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         let frameBytes = takeFrameBytes()
         response.whenComplete { result in
             bound.value.releaseRequestBytes(frameBytes)
+            metrics.requestAnswered(header.apiKey, since: received)
             switch result {
             case .success(let buffer):
                 bound.value.respond(sequence, buffer)
             case .failure(let error):
                 logger.error("request failed; closing connection", metadata: ["api": "\(header.apiKey)", "error": "\(error)"])
+                metrics.connectionClosed(reason: "failed")
                 bound.value.respond(sequence, nil)
                 bound.value.context?.close(promise: nil)
             }
@@ -552,7 +587,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         session.authenticationSucceeded(sequence, principal: .init(organizationID: key.orgID, apiKeyID: key.id))
         run(deadlines.authenticated(at: .now()))
         services.registry.authenticated(id, apiKeyID: key.id)
-        logger[metadataKey: "apiKey"] = "\(key.id)"
+        logger[metadataKey: "apiKeyID"] = "\(key.id)"
     }
 
     // MARK: Responses

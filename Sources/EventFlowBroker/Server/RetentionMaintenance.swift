@@ -6,7 +6,8 @@ import Logging
 /// `LogStartOffsets`) on the maintenance task's connection, and the new log starts handed to
 /// the fetch service before any day is dropped. Blocking (libpq): run it off the event loops.
 enum RetentionMaintenance {
-    static func run(_ db: PostgresConnection, now: Date, fetches: FetchService, logger: Logger) throws -> RetentionRound.Report {
+    static func run(_ db: PostgresConnection, now: Date, fetches: FetchService, logger: Logger,
+                    metrics: BrokerMetrics? = nil) throws -> RetentionRound.Report {
         let nowMilliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         let repaired = try LogRetention.repairInterruptedDrops(db)
         if !repaired.isEmpty {
@@ -37,6 +38,7 @@ enum RetentionMaintenance {
                     StoredPartitionOffset(streamID: $0.partition.streamID, partition: $0.partition.partition, offset: $0.to)
                 })
                 fetches.logStartsAdvanced(Dictionary(moves.map { ($0.partition, $0.to) }, uniquingKeysWith: max))
+                metrics?.retentionLogStartMoves.increment(by: moves.count)
                 for move in moves {
                     logger.info("retention: log start moved", metadata: [
                         "partition": "\(move.partition)", "from": "\(move.from)", "to": "\(move.to)",
@@ -47,7 +49,9 @@ enum RetentionMaintenance {
                 do {
                     let outcome = try LogRetention.drop(db, day, now: now)
                     switch outcome {
-                    case .dropped: logger.info("retention: dropped daily partition", metadata: ["table": "\(day.table)"])
+                    case .dropped:
+                        logger.info("retention: dropped daily partition", metadata: ["table": "\(day.table)"])
+                        metrics?.retentionDaysDropped.increment()
                     case .kept(let reason):
                         logger.warning("retention: daily partition still needed; attached again", metadata: [
                             "table": "\(day.table)", "reason": "\(reason)",
@@ -74,7 +78,7 @@ extension Broker {
     /// then drops the daily partitions no stream needs. Blocking (libpq): call it off the event loops.
     public func enforceRetention(_ db: PostgresConnection, now: Date = Date(),
                                  logger: Logger = Logger(label: "eventflow.retention")) throws -> RetentionRound.Report {
-        try RetentionMaintenance.run(db, now: now, fetches: fetchService, logger: logger)
+        try RetentionMaintenance.run(db, now: now, fetches: fetchService, logger: logger, metrics: metrics)
     }
 
     /// The log start offset Fetch and ListOffsets answer for `partition` now.

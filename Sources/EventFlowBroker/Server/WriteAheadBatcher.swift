@@ -35,6 +35,7 @@ public final class WriteAheadBatcher: Sendable {
     private let timerLoop: any EventLoop
     private let writer: LogWriterThread
     private let logger: Logger
+    private let metrics: BrokerMetrics?
     private let readingPaused = NIOLockedValueBox(false)
     private let pauseObserver = NIOLockedValueBox<(@Sendable (Bool) -> Void)?>(nil)
     private let commitObserver = NIOLockedValueBox<(@Sendable (GroupCommit.Flush) -> Void)?>(nil)
@@ -44,11 +45,18 @@ public final class WriteAheadBatcher: Sendable {
     private let copyStorage = NIOLockedValueBox<[UInt8]>([])
     static let copyStorageRetainedBytesMax = 8 * 1024 * 1024
 
-    public init(configuration: GroupCommit.Configuration, writer: LogWriterThread, timerLoop: any EventLoop, logger: Logger) {
+    public init(configuration: GroupCommit.Configuration, writer: LogWriterThread, timerLoop: any EventLoop, logger: Logger,
+                metrics: BrokerMetrics? = nil) {
         self.state = NIOLockedValueBox(State(machine: GroupCommit(configuration: configuration)))
         self.writer = writer
         self.timerLoop = timerLoop
         self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// Bytes buffered (filling and in flight) and bytes held beyond the memory bound.
+    var memory: (bufferedBytes: Int, heldBytes: Int) {
+        state.withLockedValue { ($0.machine.memoryBytes, $0.machine.heldBytes) }
     }
 
     /// Seeds offsets and idempotence state read back from the log (see `EventBatchLog`).
@@ -177,6 +185,7 @@ public final class WriteAheadBatcher: Sendable {
         let logger = logger
         let url = writer.url
         let copyStorage = copyStorage
+        let submitted = BrokerMetrics.now()
         writer.submit({ db in
             // The storage is handed over as its only reference, so the encoder reuses it in place.
             let copy = Self.copy(of: flush, reusing: copyStorage.withLockedValue { storage in
@@ -197,7 +206,13 @@ public final class WriteAheadBatcher: Sendable {
                 throw error
             }
         }, completion: { [self] result in
-            if case .success = result { commitObserver.withLockedValue { $0 }?(flush) }
+            switch result {
+            case .success:
+                commitObserver.withLockedValue { $0 }?(flush)
+                metrics?.flushCommitted(flush, since: submitted)
+            case .failure:
+                metrics?.flushFailures.increment()
+            }
             let now = NIODeadline.now().uptimeNanoseconds
             let actions = state.withLockedValue { state -> [GroupCommit.Action] in
                 switch result {

@@ -105,6 +105,38 @@ public enum GroupOffsets {
         }
     }
 
+    /// One group's committed position on one partition, with the names a metric is labelled by.
+    public struct Position: Hashable, Sendable {
+        public var organization: String
+        public var streamID: UUID
+        public var stream: String
+        public var group: String
+        public var partition: Int32
+        public var committedOffset: Int64
+    }
+
+    /// Every committed position of every group on an active stream, all organizations (the consumer-lag
+    /// metric), at most `limit` of them, in a stable order.
+    public static func positions(_ db: PostgresConnection, limit: Int) throws -> [Position] {
+        try db.query("""
+            SELECT o.name AS organization, s.id AS stream_id, s.name AS stream, g.name AS group_name,
+                   p.partition, p.committed_offset
+            FROM consumer_partition_offsets p
+            JOIN consumer_groups g ON g.id = p.consumer_group_id
+            JOIN event_streams s ON s.id = g.stream_id
+            JOIN organizations o ON o.id = s.org_id
+            WHERE s.is_active AND o.is_active
+            ORDER BY o.name, s.name, g.name, p.partition
+            LIMIT $1::int
+            """, [String(max(limit, 0))]).compactMap { row in
+            guard let organization = row["organization"], let streamID = row["stream_id"].flatMap(UUID.init(uuidString:)),
+                  let stream = row["stream"], let group = row["group_name"], let partition = row["partition"].flatMap({ Int32($0) }),
+                  let offset = row["committed_offset"].flatMap({ Int64($0) }) else { return nil }
+            return Position(organization: organization, streamID: streamID, stream: stream, group: group,
+                            partition: partition, committedOffset: offset)
+        }
+    }
+
     /// Every group name of the organization with its streams (active ones), by name.
     public static func groups(_ db: PostgresConnection, organizationID: UUID, name: String? = nil) throws -> [StoredGroup] {
         if let name, name.utf8.contains(0) { return [] }  // no stored name holds a NUL

@@ -50,7 +50,7 @@ public struct MigrationStatus: Sendable, Equatable {
 
 /// Applies `prisma/migrations` in order, each in its own transaction, under Prisma's advisory lock,
 /// recording each in `_prisma_migrations` exactly as Prisma Migrate does.
-public struct Migrator {
+public struct Migrator: Sendable {
     /// The advisory lock key Prisma Migrate takes, so EventFlow and Prisma never migrate at once.
     public static let advisoryLockKey: Int64 = 72_707_369
 
