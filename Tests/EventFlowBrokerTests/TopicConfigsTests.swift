@@ -42,7 +42,7 @@ import Testing
             let orders = response.results[0].configs
             #expect(orders.map(\.name) == ["cleanup.policy", "max.message.bytes", "retention.ms"], "v\(version)")
             #expect(orders.map(\.value) == ["delete", String(1 << 20), String(24 * 3_600_000)])  // harness frameBytesMax = 1 MiB
-            #expect(orders.map(\.readOnly) == [true, true, false])
+            #expect(orders.map(\.readOnly) == [false, true, false])
             #expect(orders.allSatisfy { !$0.isSensitive && $0.synonyms.isEmpty })
             if version == 0 {
                 #expect(orders.map(\.isDefault) == [true, true, false])

@@ -45,7 +45,8 @@ struct TopicConfigs {
                          configType: ConfigType.long,
                          documentation: "How long batches are kept: the stream's retention_hours, in milliseconds (whole hours).")
         case Self.cleanupPolicy:
-            return .init(name: name, value: "delete", readOnly: true, isDefault: true, configSource: ConfigSource.defaultConfig,
+            // Not read-only: it may be set, to its only value (tools set what they read).
+            return .init(name: name, value: "delete", readOnly: false, isDefault: true, configSource: ConfigSource.defaultConfig,
                          synonyms: [.init(name: "log.cleanup.policy", value: "delete", source: ConfigSource.defaultConfig)],
                          configType: ConfigType.list,
                          documentation: "Always delete: batches older than the retention are dropped; EventFlow does not compact.")
