@@ -13,8 +13,11 @@ import re
 import sys
 
 import kafka
-from kafka.protocol.admin import (CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse,
-                                  DeleteTopicsRequest, DeleteTopicsResponse,
+from kafka.protocol.admin import (AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest,
+                                  CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest,
+                                  DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+                                  DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+                                  IncrementalAlterConfigsResponse,
                                   DescribeGroupsRequest, DescribeGroupsResponse, ListGroupsRequest, ListGroupsResponse)
 from kafka.protocol.consumer import (FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse,
                                      JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
@@ -207,6 +210,49 @@ def apis():
                                  authorized_operations={3, 6, 8}),
                             dict(error_code=69, group_id="missing", group_state="Dead", protocol_type="",
                                  protocol_data="", members=[], authorized_operations=None)])),
+        ("describe_configs", DescribeConfigsRequest, DescribeConfigsResponse, range(0, 5),
+         lambda v: dict(resources=[dict(resource_type=2, resource_name="orders", configuration_keys=None),
+                                   dict(resource_type=2, resource_name="audit",
+                                        configuration_keys=["retention.ms", "cleanup.policy"])],
+                        include_synonyms=True, include_documentation=False),
+         lambda v: dict(throttle_time_ms=0, results=[
+                            dict(error_code=0, error_message=None, resource_type=2, resource_name="orders", configs=[
+                                dict(name="retention.ms", value="86400000", read_only=False, is_default=False,
+                                     config_source=1, is_sensitive=False,
+                                     synonyms=[dict(name="retention.ms", value="86400000", source=1),
+                                               dict(name="log.retention.hours", value="168", source=5)],
+                                     config_type=5, documentation=None),
+                                dict(name="cleanup.policy", value="delete", read_only=True, is_default=True,
+                                     config_source=5, is_sensitive=False, synonyms=[], config_type=7,
+                                     documentation="Only delete.")]),
+                            dict(error_code=3, error_message="Topic 'audit' does not exist.", resource_type=2,
+                                 resource_name="audit", configs=[])])),
+        ("alter_configs", AlterConfigsRequest, AlterConfigsResponse, range(0, 3),
+         lambda v: dict(resources=[dict(resource_type=2, resource_name="orders",
+                                        configs=[dict(name="retention.ms", value="7200000"),
+                                                 dict(name="cleanup.policy", value=None)])],
+                        validate_only=True),
+         lambda v: dict(throttle_time_ms=0, responses=[
+                            dict(error_code=0, error_message=None, resource_type=2, resource_name="orders"),
+                            dict(error_code=40, error_message="cleanup.policy=compact is not supported.",
+                                 resource_type=2, resource_name="audit")])),
+        ("incremental_alter_configs", IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, range(0, 2),
+         lambda v: dict(resources=[dict(resource_type=2, resource_name="orders",
+                                        configs=[dict(name="retention.ms", config_operation=0, value="3600000"),
+                                                 dict(name="cleanup.policy", config_operation=1, value=None)]),
+                                   dict(resource_type=4, resource_name="1", configs=[])],
+                        validate_only=False),
+         lambda v: dict(throttle_time_ms=0, responses=[
+                            dict(error_code=0, error_message=None, resource_type=2, resource_name="orders"),
+                            dict(error_code=42, error_message="Broker configs are not served.", resource_type=4,
+                                 resource_name="1")])),
+        ("create_partitions", CreatePartitionsRequest, CreatePartitionsResponse, range(0, 4),
+         lambda v: dict(topics=[dict(name="orders", count=4, assignments=None),
+                                dict(name="audit", count=2, assignments=[dict(broker_ids=[1])])],
+                        timeout_ms=30000, validate_only=False),
+         lambda v: dict(throttle_time_ms=0, results=[
+                            dict(name="orders", error_code=0, error_message=None),
+                            dict(name="audit", error_code=37, error_message="Topic 'audit' has 3 partitions; it can only grow.")])),
     ]
 
 

@@ -241,7 +241,8 @@ import Testing
         #expect(advertised == Set([APIKey.apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics,
                                    .deleteTopics, .initProducerId, .produce, .fetch, .listOffsets,
                                    .findCoordinator, .joinGroup, .syncGroup, .heartbeat, .leaveGroup, .offsetCommit,
-                                   .offsetFetch, .listGroups, .describeGroups, .deleteGroups].map(\.rawValue)))
+                                   .offsetFetch, .listGroups, .describeGroups, .deleteGroups,
+                                   .describeConfigs, .alterConfigs, .incrementalAlterConfigs, .createPartitions].map(\.rawValue)))
         // librdkafka uses the v2 record format only when it sees Produce >= 3 and Fetch >= 4.
         #expect(ok.apiKeys.contains { $0.apiKey == APIKey.fetch.rawValue && $0.minVersion == 4 && $0.maxVersion == 11 })
         #expect(ok.apiKeys.contains { $0.apiKey == APIKey.listOffsets.rawValue && $0.minVersion == 1 && $0.maxVersion == 5 })

@@ -98,6 +98,16 @@ import Testing
             .listGroups(ListGroupsRequest()),
             .describeGroups(DescribeGroupsRequest(groups: ["g", "h"], includeAuthorizedOperations: true)),
             .deleteGroups(DeleteGroupsRequest(groupsNames: ["g", "h"])),
+            .describeConfigs(DescribeConfigsRequest(resources: [
+                .init(resourceType: ConfigResourceType.topic, resourceName: "t", configurationKeys: ["retention.ms"]),
+                .init(resourceType: ConfigResourceType.broker, resourceName: "1")], includeSynonyms: true, includeDocumentation: true)),
+            .alterConfigs(AlterConfigsRequest(resources: [.init(resourceType: ConfigResourceType.topic, resourceName: "t", configs: [
+                .init(name: "retention.ms", value: "3600000"), .init(name: "cleanup.policy", value: nil)])], validateOnly: true)),
+            .incrementalAlterConfigs(IncrementalAlterConfigsRequest(resources: [.init(
+                resourceType: ConfigResourceType.topic, resourceName: "t",
+                configs: [.init(name: "retention.ms", configOperation: ConfigOperation.delete, value: nil)])], validateOnly: true)),
+            .createPartitions(CreatePartitionsRequest(topics: [.init(name: "t", count: 3, assignments: [.init(brokerIds: [1]), .init(brokerIds: [1])]),
+                                                              .init(name: "u", count: 2)], timeoutMs: 100, validateOnly: true)),
         ]
         #expect(Set(bodies.map(\.apiKey)).count == SupportedAPIVersions.ranges.count - 1)  // Produce is tested above
         for body in bodies {
@@ -146,6 +156,19 @@ import Testing
                       authorizedOperations: 0x148),
             ])),
             .deleteGroups(DeleteGroupsResponse(results: [.init(groupId: "g"), .init(groupId: "h", errorCode: .nonEmptyGroup)])),
+            .describeConfigs(DescribeConfigsResponse(throttleTimeMs: 1, results: [
+                .init(resourceType: ConfigResourceType.topic, resourceName: "t", configs: [
+                    .init(name: "retention.ms", value: "3600000", readOnly: false, configSource: ConfigSource.dynamicTopicConfig,
+                          synonyms: [.init(name: "retention.ms", value: "3600000", source: ConfigSource.dynamicTopicConfig)],
+                          configType: ConfigType.long, documentation: "kept")]),
+                .init(errorCode: .invalidRequest, errorMessage: "no", resourceType: ConfigResourceType.broker, resourceName: "1")])),
+            .alterConfigs(AlterConfigsResponse(throttleTimeMs: 2, responses: [
+                .init(resourceType: ConfigResourceType.topic, resourceName: "t"),
+                .init(errorCode: .invalidConfig, errorMessage: "bad", resourceType: ConfigResourceType.topic, resourceName: "u")])),
+            .incrementalAlterConfigs(IncrementalAlterConfigsResponse(responses: [
+                .init(errorCode: .topicAuthorizationFailed, errorMessage: "admin", resourceType: ConfigResourceType.topic, resourceName: "t")])),
+            .createPartitions(CreatePartitionsResponse(throttleTimeMs: 3, results: [
+                .init(name: "t"), .init(name: "u", errorCode: .invalidPartitions, errorMessage: "only grows")])),
         ]
         #expect(Set(responses.map(\.apiKey)).count == SupportedAPIVersions.ranges.count - 2)  // no Produce, no Fetch
         for response in responses {
@@ -257,6 +280,49 @@ import Testing
             let supported = SupportedAPIVersions.range(for: apiKey)
             #expect(supported.map { $0.upperBound < first } == true, "\(apiKey) serves a flexible version")
         }
+    }
+
+    @Test func configAPIsAreFlexibleFromKafkasVersionsAndFieldsAppearAtTheirVersions() throws {
+        #expect(APIKey.describeConfigs.firstFlexibleVersion == 4)
+        #expect(APIKey.alterConfigs.firstFlexibleVersion == 2)
+        #expect(APIKey.incrementalAlterConfigs.firstFlexibleVersion == 1)
+        #expect(APIKey.createPartitions.firstFlexibleVersion == 2)
+        let request = DescribeConfigsRequest(resources: [.init(resourceType: ConfigResourceType.topic, resourceName: "t")],
+                                             includeSynonyms: true, includeDocumentation: true)
+        let requests = try roundTrip(request, versions: range(DescribeConfigsRequest.self))
+        #expect(requests[0]?.includeSynonyms == false)
+        #expect(requests[2]?.includeSynonyms == true)
+        #expect(requests[2]?.includeDocumentation == false)
+        #expect(requests[4] == request)
+        #expect(requests[4]?.resources[0].configurationKeys == nil)
+        // v0: resource type, name, null keys (-1); no flags.
+        #expect(Array(buffer: request.encoded(version: 0)) == [0, 0, 0, 1, 2, 0, 1, 0x74, 0xFF, 0xFF, 0xFF, 0xFF])
+        // v4: compact array of 1 (2), type, compact "t" (2, 't'), null keys (0), tags, both flags, tags.
+        #expect(Array(buffer: request.encoded(version: 4)) == [2, 2, 2, 0x74, 0, 0, 1, 1, 0])
+
+        let config = DescribeConfigsResponse.Config(name: "retention.ms", value: "3600000", readOnly: false, isDefault: true,
+                                                    configSource: ConfigSource.defaultConfig,
+                                                    synonyms: [.init(name: "log.retention.hours", value: "168", source: ConfigSource.defaultConfig)],
+                                                    configType: ConfigType.long, documentation: "doc")
+        let response = DescribeConfigsResponse(results: [.init(resourceType: ConfigResourceType.topic, resourceName: "t", configs: [config])])
+        let answers = try roundTrip(response, versions: range(DescribeConfigsResponse.self))
+        #expect(answers[0]?.results[0].configs[0].isDefault == true)
+        #expect(answers[0]?.results[0].configs[0].configSource == -1)  // not in v0
+        #expect(answers[0]?.results[0].configs[0].synonyms == [])
+        #expect(answers[1]?.results[0].configs[0].isDefault == false)  // v1+ says it with the source
+        #expect(answers[1]?.results[0].configs[0].synonyms == config.synonyms)
+        #expect(answers[2]?.results[0].configs[0].documentation == nil)
+        var flexible = config
+        flexible.isDefault = false
+        #expect(answers[4]?.results[0].configs == [flexible])
+
+        let grow = CreatePartitionsRequest(topics: [.init(name: "t", count: 2, assignments: [.init(brokerIds: [1])])], timeoutMs: 5)
+        for (_, decoded) in try roundTrip(grow, versions: range(CreatePartitionsRequest.self)) { #expect(decoded == grow) }
+        let unplaced = CreatePartitionsRequest(topics: [.init(name: "t", count: 2)], timeoutMs: 5, validateOnly: true)
+        for (_, decoded) in try roundTrip(unplaced, versions: range(CreatePartitionsRequest.self)) { #expect(decoded == unplaced) }
+        let incremental = IncrementalAlterConfigsRequest(resources: [.init(resourceType: ConfigResourceType.topic, resourceName: "t", configs: [
+            .init(name: "cleanup.policy", configOperation: ConfigOperation.append, value: "delete")])])
+        for (_, decoded) in try roundTrip(incremental, versions: range(IncrementalAlterConfigsRequest.self)) { #expect(decoded == incremental) }
     }
 
     @Test func decodingAtAnUnsupportedVersionIsATypedError() {

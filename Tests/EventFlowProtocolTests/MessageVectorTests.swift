@@ -24,6 +24,8 @@ struct MessageVector: CustomStringConvertible, Sendable {
         "find_coordinator": .findCoordinator, "join_group": .joinGroup, "sync_group": .syncGroup,
         "heartbeat": .heartbeat, "leave_group": .leaveGroup, "offset_commit": .offsetCommit,
         "offset_fetch": .offsetFetch, "list_groups": .listGroups, "delete_groups": .deleteGroups, "describe_groups": .describeGroups,
+        "describe_configs": .describeConfigs, "alter_configs": .alterConfigs,
+        "incremental_alter_configs": .incrementalAlterConfigs, "create_partitions": .createPartitions,
     ]
 
     static let directory = URL(fileURLWithPath: #filePath)
@@ -67,7 +69,7 @@ struct MessageVector: CustomStringConvertible, Sendable {
                 }
             }
         }
-        #expect(MessageVector.all.count == 172)
+        #expect(MessageVector.all.count == 200)
     }
 
     @Test(arguments: MessageVector.all)

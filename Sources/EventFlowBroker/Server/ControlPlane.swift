@@ -135,11 +135,7 @@ public final class StreamDirectory: Sendable {
                 let stream = ResolvedStream(id: id, partitions: partitions)
                 looked[name] = .some(stream)
                 if !batcher.isRegistered(StreamPartition(streamID: id, partition: partitions - 1)) {
-                    var next: [StreamPartition: Int64] = [:]
-                    for entry in try EventBatchLog.nextOffsets(db, streamID: id) {
-                        next[StreamPartition(streamID: entry.streamID, partition: entry.partition)] = entry.next
-                    }
-                    batcher.addPartitions(next)
+                    try Self.register(db, streamID: id, batcher: batcher)
                 }
             }
             return looked
@@ -153,6 +149,23 @@ public final class StreamDirectory: Sendable {
             }
             return cachedHits.merging(looked) { _, new in new }
         }
+    }
+
+    /// Registers every partition of the stream that the batcher does not know yet, at its next offset.
+    private static func register(_ db: PostgresConnection, streamID: UUID, batcher: WriteAheadBatcher) throws {
+        var next: [StreamPartition: Int64] = [:]
+        for entry in try EventBatchLog.nextOffsets(db, streamID: streamID) {
+            next[StreamPartition(streamID: entry.streamID, partition: entry.partition)] = entry.next
+        }
+        batcher.addPartitions(next)
+    }
+
+    /// After CreatePartitions grew a stream (on the control plane's connection `db`): its new
+    /// partitions are registered with the batcher and the organization's cached names dropped, so
+    /// a produce to a new partition is accepted at once.
+    public func streamGrew(_ db: PostgresConnection, streamID: UUID, organizationID: UUID) throws {
+        try Self.register(db, streamID: streamID, batcher: batcher)
+        invalidate(organizationID: organizationID)
     }
 
     /// Forgets cached names of an organization (after CreateTopics / DeleteTopics on this broker).

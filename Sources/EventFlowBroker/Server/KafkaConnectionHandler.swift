@@ -204,6 +204,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         .apiVersions, .saslHandshake, .saslAuthenticate, .metadata, .createTopics, .deleteTopics,
         .initProducerId, .produce, .fetch, .listOffsets, .findCoordinator, .joinGroup, .syncGroup, .heartbeat,
         .leaveGroup, .offsetCommit, .offsetFetch, .listGroups, .describeGroups, .deleteGroups,
+        .describeConfigs, .alterConfigs, .incrementalAlterConfigs, .createPartitions,
     ]
 
     static let servedAPIVersions = SupportedAPIVersions.apiVersionsEntries.filter { entry in
@@ -426,6 +427,10 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         case .metadata(let request): response = encoded(requests.metadata(request))
         case .createTopics(let request): response = encoded(requests.createTopics(request))
         case .deleteTopics(let request): response = encoded(requests.deleteTopics(request))
+        case .describeConfigs(let request): response = encoded(requests.describeConfigs(request))
+        case .alterConfigs(let request): response = encoded(requests.alterConfigs(request))
+        case .incrementalAlterConfigs(let request): response = encoded(requests.incrementalAlterConfigs(request))
+        case .createPartitions(let request): response = encoded(requests.createPartitions(request))
         case .findCoordinator(let request): response = encoded(requests.findCoordinator(request))
         case .joinGroup(let request):
             let clientHost = context.channel.remoteAddress?.ipAddress ?? ""
@@ -584,7 +589,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     }
 
     private func authenticated(_ sequence: SessionStateMachine.RequestSequence, key: EventFlowStorage.APIKey) {
-        session.authenticationSucceeded(sequence, principal: .init(organizationID: key.orgID, apiKeyID: key.id))
+        session.authenticationSucceeded(sequence, principal: .init(organizationID: key.orgID, apiKeyID: key.id, isAdmin: key.isAdmin))
         run(deadlines.authenticated(at: .now()))
         services.registry.authenticated(id, apiKeyID: key.id)
         logger[metadataKey: "apiKeyID"] = "\(key.id)"

@@ -61,6 +61,11 @@ struct RequestServer {
     private struct ValidateOnlyRollback: Error {}
 
     func createTopics(_ request: CreateTopicsRequest) -> EventLoopFuture<CreateTopicsResponse> {
+        guard principal.isAdmin else {
+            return eventLoop.makeSucceededFuture(CreateTopicsResponse(topics: request.topics.map {
+                .init(name: $0.name, errorCode: .clusterAuthorizationFailed, errorMessage: "creating topics needs an API key with the admin role")
+            }))
+        }
         let organizationID = organizationID
         let configuration = services.configuration
         let streams = services.streams
@@ -150,6 +155,11 @@ struct RequestServer {
     }
 
     func deleteTopics(_ request: DeleteTopicsRequest) -> EventLoopFuture<DeleteTopicsResponse> {
+        guard principal.isAdmin else {
+            return eventLoop.makeSucceededFuture(DeleteTopicsResponse(responses: request.topicNames.map {
+                .init(name: $0, errorCode: .clusterAuthorizationFailed)
+            }))
+        }
         let organizationID = organizationID
         let streams = services.streams
         return services.controlPlane.run(on: eventLoop) { db -> DeleteTopicsResponse in

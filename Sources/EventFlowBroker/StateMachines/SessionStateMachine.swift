@@ -36,10 +36,14 @@ public struct SessionStateMachine: Sendable {
         public var organizationID: UUID
         /// The API key that authenticated; nil when authentication is disabled.
         public var apiKeyID: UUID?
+        /// The key's role is admin: it may change topics (create, delete, alter configs, grow).
+        /// True when authentication is disabled (development mode).
+        public var isAdmin: Bool
 
-        public init(organizationID: UUID, apiKeyID: UUID?) {
+        public init(organizationID: UUID, apiKeyID: UUID?, isAdmin: Bool = true) {
             self.organizationID = organizationID
             self.apiKeyID = apiKeyID
+            self.isAdmin = isAdmin
         }
     }
 

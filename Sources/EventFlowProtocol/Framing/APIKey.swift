@@ -77,6 +77,10 @@ public enum APIKey: Int16, Sendable, Hashable, CaseIterable {
         case .deleteTopics: 4
         case .initProducerId: 2
         case .saslAuthenticate: 2
+        case .describeConfigs: 4
+        case .alterConfigs: 2
+        case .createPartitions: 2
+        case .incrementalAlterConfigs: 1
         default: nil
         }
     }
@@ -123,6 +127,10 @@ public enum SupportedAPIVersions {
         .deleteTopics: 0...3,
         .initProducerId: 0...1,
         .saslAuthenticate: 0...1,
+        .describeConfigs: 0...4,
+        .alterConfigs: 0...2,
+        .createPartitions: 0...3,
+        .incrementalAlterConfigs: 0...1,
     ]
 
     /// The supported range for `apiKey`, or nil if EventFlow does not serve it.

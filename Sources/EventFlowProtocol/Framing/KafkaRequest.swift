@@ -59,6 +59,10 @@ public enum KafkaRequest: Sendable, Equatable {
     case describeGroups(DescribeGroupsRequest)
     case listGroups(ListGroupsRequest)
     case deleteGroups(DeleteGroupsRequest)
+    case describeConfigs(DescribeConfigsRequest)
+    case alterConfigs(AlterConfigsRequest)
+    case incrementalAlterConfigs(IncrementalAlterConfigsRequest)
+    case createPartitions(CreatePartitionsRequest)
 
     public var apiKey: APIKey {
         switch self {
@@ -82,6 +86,10 @@ public enum KafkaRequest: Sendable, Equatable {
         case .describeGroups: .describeGroups
         case .listGroups: .listGroups
         case .deleteGroups: .deleteGroups
+        case .describeConfigs: .describeConfigs
+        case .alterConfigs: .alterConfigs
+        case .incrementalAlterConfigs: .incrementalAlterConfigs
+        case .createPartitions: .createPartitions
         }
     }
 
@@ -108,6 +116,10 @@ public enum KafkaRequest: Sendable, Equatable {
         case .describeGroups(let m): m
         case .listGroups(let m): m
         case .deleteGroups(let m): m
+        case .describeConfigs(let m): m
+        case .alterConfigs(let m): m
+        case .incrementalAlterConfigs(let m): m
+        case .createPartitions(let m): m
         }
     }
 
@@ -134,6 +146,10 @@ public enum KafkaRequest: Sendable, Equatable {
         case .describeGroups: .describeGroups(try .decode(from: &buffer, version: version))
         case .listGroups: .listGroups(try .decode(from: &buffer, version: version))
         case .deleteGroups: .deleteGroups(try .decode(from: &buffer, version: version))
+        case .describeConfigs: .describeConfigs(try .decode(from: &buffer, version: version))
+        case .alterConfigs: .alterConfigs(try .decode(from: &buffer, version: version))
+        case .incrementalAlterConfigs: .incrementalAlterConfigs(try .decode(from: &buffer, version: version))
+        case .createPartitions: .createPartitions(try .decode(from: &buffer, version: version))
         default:
             throw ProtocolError(.unsupportedAPIKey, field: "RequestHeader.apiKey", offset: buffer.readerIndex,
                                 detail: "\(apiKey) is not served")

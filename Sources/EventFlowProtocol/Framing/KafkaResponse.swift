@@ -22,6 +22,10 @@ public enum KafkaResponse: Sendable, Equatable {
     case describeGroups(DescribeGroupsResponse)
     case listGroups(ListGroupsResponse)
     case deleteGroups(DeleteGroupsResponse)
+    case describeConfigs(DescribeConfigsResponse)
+    case alterConfigs(AlterConfigsResponse)
+    case incrementalAlterConfigs(IncrementalAlterConfigsResponse)
+    case createPartitions(CreatePartitionsResponse)
 
     public var apiKey: APIKey { type(of: message).apiKey }
 
@@ -48,6 +52,10 @@ public enum KafkaResponse: Sendable, Equatable {
         case .describeGroups(let m): m
         case .listGroups(let m): m
         case .deleteGroups(let m): m
+        case .describeConfigs(let m): m
+        case .alterConfigs(let m): m
+        case .incrementalAlterConfigs(let m): m
+        case .createPartitions(let m): m
         }
     }
 
@@ -73,6 +81,10 @@ public enum KafkaResponse: Sendable, Equatable {
         case .describeGroups: .describeGroups(try .decode(from: &buffer, version: version))
         case .listGroups: .listGroups(try .decode(from: &buffer, version: version))
         case .deleteGroups: .deleteGroups(try .decode(from: &buffer, version: version))
+        case .describeConfigs: .describeConfigs(try .decode(from: &buffer, version: version))
+        case .alterConfigs: .alterConfigs(try .decode(from: &buffer, version: version))
+        case .incrementalAlterConfigs: .incrementalAlterConfigs(try .decode(from: &buffer, version: version))
+        case .createPartitions: .createPartitions(try .decode(from: &buffer, version: version))
         default:
             throw ProtocolError(.unsupportedAPIKey, field: "response", offset: buffer.readerIndex,
                                 detail: "\(apiKey) is not served")

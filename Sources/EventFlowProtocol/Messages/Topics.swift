@@ -212,3 +212,134 @@ public struct DeleteTopicsResponse: KafkaResponseMessage {
         return response
     }
 }
+
+/// CreatePartitions (key 37), v0–v3; v2+ are flexible.
+public struct CreatePartitionsRequest: KafkaRequestMessage {
+    public typealias Response = CreatePartitionsResponse
+    public static let apiKey = APIKey.createPartitions
+
+    public struct Assignment: Sendable, Hashable {
+        public var brokerIds: [Int32]
+
+        public init(brokerIds: [Int32]) {
+            self.brokerIds = brokerIds
+        }
+    }
+
+    public struct Topic: Sendable, Hashable {
+        public var name: String
+        /// The new total partition count.
+        public var count: Int32
+        /// One entry per new partition, or nil to let the broker place them.
+        public var assignments: [Assignment]?
+
+        public init(name: String, count: Int32, assignments: [Assignment]? = nil) {
+            self.name = name
+            self.count = count
+            self.assignments = assignments
+        }
+    }
+
+    public var topics: [Topic]
+    public var timeoutMs: Int32
+    public var validateOnly: Bool
+
+    public init(topics: [Topic], timeoutMs: Int32, validateOnly: Bool = false) {
+        self.topics = topics
+        self.timeoutMs = timeoutMs
+        self.validateOnly = validateOnly
+    }
+
+    public func encode(into buffer: inout ByteBuffer, version: Int16) {
+        let compact = Self.apiKey.isFlexible(version: version)
+        buffer.writeKafkaArray(topics, compact: compact) { buffer, topic in
+            buffer.writeKafkaString(topic.name, compact: compact)
+            buffer.writeInteger(topic.count)
+            buffer.writeKafkaNullableArray(topic.assignments, compact: compact) { buffer, assignment in
+                buffer.writeKafkaArray(assignment.brokerIds, compact: compact) { $0.writeInteger($1) }
+                buffer.writeKafkaEmptyTaggedFields(compact: compact)
+            }
+            buffer.writeKafkaEmptyTaggedFields(compact: compact)
+        }
+        buffer.writeInteger(timeoutMs)
+        buffer.writeKafkaBool(validateOnly)
+        buffer.writeKafkaEmptyTaggedFields(compact: compact)
+    }
+
+    public static func decode(from buffer: inout ByteBuffer, version: Int16) throws -> Self {
+        try checkVersion(version, buffer)
+        let compact = apiKey.isFlexible(version: version)
+        let topics = try buffer.readKafkaArray("CreatePartitionsRequest.topics", compact: compact, minimumElementBytes: 6) { buffer in
+            let topic = Topic(
+                name: try buffer.readKafkaString("CreatePartitionsRequest.topics[].name", compact: compact),
+                count: try buffer.readKafkaInt32("CreatePartitionsRequest.topics[].count"),
+                assignments: try buffer.readKafkaNullableArray("CreatePartitionsRequest.topics[].assignments", compact: compact,
+                                                               minimumElementBytes: 1) { buffer in
+                    let assignment = Assignment(brokerIds: try buffer.readKafkaArray(
+                        "CreatePartitionsRequest.topics[].assignments[].brokerIds", compact: compact, minimumElementBytes: 4) {
+                            try $0.readKafkaInt32("CreatePartitionsRequest.topics[].assignments[].brokerIds[]")
+                        })
+                    try buffer.skipKafkaTaggedFields("CreatePartitionsRequest.topics[].assignments[].taggedFields", compact: compact)
+                    return assignment
+                })
+            try buffer.skipKafkaTaggedFields("CreatePartitionsRequest.topics[].taggedFields", compact: compact)
+            return topic
+        }
+        let request = Self(topics: topics, timeoutMs: try buffer.readKafkaInt32("CreatePartitionsRequest.timeoutMs"),
+                           validateOnly: try buffer.readKafkaBool("CreatePartitionsRequest.validateOnly"))
+        try buffer.skipKafkaTaggedFields("CreatePartitionsRequest.taggedFields", compact: compact)
+        return request
+    }
+}
+
+public struct CreatePartitionsResponse: KafkaResponseMessage {
+    public static let apiKey = APIKey.createPartitions
+
+    public struct TopicResult: Sendable, Hashable {
+        public var name: String
+        public var errorCode: ErrorCode
+        public var errorMessage: String?
+
+        public init(name: String, errorCode: ErrorCode = .noError, errorMessage: String? = nil) {
+            self.name = name
+            self.errorCode = errorCode
+            self.errorMessage = errorMessage
+        }
+    }
+
+    public var throttleTimeMs: Int32
+    public var results: [TopicResult]
+
+    public init(throttleTimeMs: Int32 = 0, results: [TopicResult]) {
+        self.throttleTimeMs = throttleTimeMs
+        self.results = results
+    }
+
+    public func encode(into buffer: inout ByteBuffer, version: Int16) {
+        let compact = Self.apiKey.isFlexible(version: version)
+        buffer.writeInteger(throttleTimeMs)
+        buffer.writeKafkaArray(results, compact: compact) { buffer, result in
+            buffer.writeKafkaString(result.name, compact: compact)
+            buffer.writeErrorCode(result.errorCode)
+            buffer.writeKafkaNullableString(result.errorMessage, compact: compact)
+            buffer.writeKafkaEmptyTaggedFields(compact: compact)
+        }
+        buffer.writeKafkaEmptyTaggedFields(compact: compact)
+    }
+
+    public static func decode(from buffer: inout ByteBuffer, version: Int16) throws -> Self {
+        try checkVersion(version, buffer)
+        let compact = apiKey.isFlexible(version: version)
+        var response = Self(throttleTimeMs: try buffer.readKafkaInt32("CreatePartitionsResponse.throttleTimeMs"), results: [])
+        response.results = try buffer.readKafkaArray("CreatePartitionsResponse.results", compact: compact, minimumElementBytes: 4) { buffer in
+            let result = TopicResult(name: try buffer.readKafkaString("CreatePartitionsResponse.results[].name", compact: compact),
+                                     errorCode: try buffer.readErrorCode("CreatePartitionsResponse.results[].errorCode"),
+                                     errorMessage: try buffer.readKafkaNullableString("CreatePartitionsResponse.results[].errorMessage",
+                                                                                     compact: compact))
+            try buffer.skipKafkaTaggedFields("CreatePartitionsResponse.results[].taggedFields", compact: compact)
+            return result
+        }
+        try buffer.skipKafkaTaggedFields("CreatePartitionsResponse.taggedFields", compact: compact)
+        return response
+    }
+}

@@ -438,3 +438,70 @@ enum VarInt {
         return index + 1 - offset
     }
 }
+
+// MARK: Classic or compact by version
+
+/// For messages whose served versions span the switch to the flexible encoding: the same field
+/// is a classic string/array before it and a compact one (plus tag sections) from it on.
+extension ByteBuffer {
+    @inlinable
+    public mutating func writeKafkaString(_ value: String, compact: Bool) {
+        if compact { writeKafkaCompactString(value) } else { writeKafkaString(value) }
+    }
+
+    @inlinable
+    public mutating func writeKafkaNullableString(_ value: String?, compact: Bool) {
+        if compact { writeKafkaCompactNullableString(value) } else { writeKafkaNullableString(value) }
+    }
+
+    @inlinable
+    public mutating func writeKafkaArray<Element>(_ elements: [Element], compact: Bool,
+                                                  _ element: (inout ByteBuffer, Element) -> Void) {
+        if compact { writeKafkaCompactArray(elements, element) } else { writeKafkaArray(elements, element) }
+    }
+
+    @inlinable
+    public mutating func writeKafkaNullableArray<Element>(_ elements: [Element]?, compact: Bool,
+                                                          _ element: (inout ByteBuffer, Element) -> Void) {
+        if compact { writeKafkaCompactNullableArray(elements, element) } else { writeKafkaNullableArray(elements, element) }
+    }
+
+    /// An empty tag section in a flexible version; nothing otherwise.
+    @inlinable
+    public mutating func writeKafkaEmptyTaggedFields(compact: Bool) {
+        if compact { writeKafkaEmptyTaggedFields() }
+    }
+
+    @inlinable
+    public mutating func readKafkaString(_ field: String, compact: Bool) throws -> String {
+        compact ? try readKafkaCompactString(field) : try readKafkaString(field)
+    }
+
+    @inlinable
+    public mutating func readKafkaNullableString(_ field: String, compact: Bool) throws -> String? {
+        compact ? try readKafkaCompactNullableString(field) : try readKafkaNullableString(field)
+    }
+
+    /// `minimumElementBytes` is the element's smallest size in the compact form (the smaller one).
+    @inlinable
+    public mutating func readKafkaArray<Element>(_ field: String, compact: Bool, minimumElementBytes: Int = 1,
+                                                 _ element: (inout ByteBuffer) throws -> Element) throws -> [Element] {
+        compact
+            ? try readKafkaCompactArray(field, minimumElementBytes: minimumElementBytes, element)
+            : try readKafkaArray(field, minimumElementBytes: minimumElementBytes, element)
+    }
+
+    @inlinable
+    public mutating func readKafkaNullableArray<Element>(_ field: String, compact: Bool, minimumElementBytes: Int = 1,
+                                                         _ element: (inout ByteBuffer) throws -> Element) throws -> [Element]? {
+        compact
+            ? try readKafkaCompactNullableArray(field, minimumElementBytes: minimumElementBytes, element)
+            : try readKafkaNullableArray(field, minimumElementBytes: minimumElementBytes, element)
+    }
+
+    /// Skips a tag section in a flexible version; nothing otherwise.
+    @inlinable
+    public mutating func skipKafkaTaggedFields(_ field: String, compact: Bool) throws {
+        if compact { try skipKafkaTaggedFields(field) }
+    }
+}

@@ -14,6 +14,7 @@ public enum TenancyError: Error, CustomStringConvertible, Equatable {
     case deletedStreamNameReserved(org: String, name: String)
     case invalidPartitions(Int)
     case invalidRetention(Int)
+    case partitionsCannotShrink(name: String, current: Int, requested: Int)
     case unknownAPIKey(String)
     case apiKeyRevoked(String)
     case wrongSecret
@@ -33,6 +34,8 @@ public enum TenancyError: Error, CustomStringConvertible, Equatable {
             return "stream '\(name)' in organization '\(org)' was deleted; its name stays reserved (its data is kept)"
         case .invalidPartitions(let count): return "invalid partition count \(count): use 1 to \(Streams.partitionsMax)"
         case .invalidRetention(let hours): return "invalid retention \(hours) hours: must be positive"
+        case .partitionsCannotShrink(let name, let current, let requested):
+            return "stream '\(name)' has \(current) partitions; the count can only grow (asked for \(requested))"
         case .unknownAPIKey(let id): return "unknown API key '\(id)'"
         case .apiKeyRevoked(let id): return "API key '\(id)' is revoked"
         case .wrongSecret: return "wrong API key secret"
@@ -60,8 +63,12 @@ public struct APIKey: Sendable, Equatable, Codable {
     public var id: UUID
     public var orgID: UUID
     public var label: String?
+    /// "admin" (may change topics) or "viewer".
+    public var role: String
     public var createdAt: String
     public var revokedAt: String?
+
+    public var isAdmin: Bool { role == "admin" }
 }
 
 public struct EventStream: Sendable, Equatable, Codable {
@@ -202,21 +209,22 @@ public struct CreatedAPIKey: Sendable {
 
 public enum APIKeys {
     static func columns(prefix: String = "") -> String {
-        "\(prefix)id AS id, \(prefix)org_id AS org_id, \(prefix)label AS label, "
+        "\(prefix)id AS id, \(prefix)org_id AS org_id, \(prefix)label AS label, \(prefix)role AS role, "
             + "\(timestampColumn(prefix + "created_at", as: "created_at")), \(timestampColumn(prefix + "revoked_at", as: "revoked_at"))"
     }
     static let columns = columns()
 
     static func decode(_ row: Row) throws -> APIKey {
-        APIKey(id: try uuid(row, "id"), orgID: try uuid(row, "org_id"), label: row["label"],
+        APIKey(id: try uuid(row, "id"), orgID: try uuid(row, "org_id"), label: row["label"], role: row["role"] ?? "viewer",
                createdAt: row["created_at"] ?? "", revokedAt: row["revoked_at"])
     }
 
-    public static func create(_ db: PostgresConnection, org: Organization, label: String?) throws -> CreatedAPIKey {
+    public static func create(_ db: PostgresConnection, org: Organization, label: String?, role: String = "admin") throws -> CreatedAPIKey {
+        guard Users.roles.contains(role) else { throw TenancyError.invalidRole(role) }
         let secret = APIKeySecret.generate()
         let rows = try db.query(
-            "INSERT INTO api_keys (org_id, key_hash, label) VALUES ($1, $2, $3) RETURNING \(columns)",
-            [org.id.uuidString, APIKeySecret.hash(secret), label])
+            "INSERT INTO api_keys (org_id, key_hash, label, role) VALUES ($1, $2, $3, $4) RETURNING \(columns)",
+            [org.id.uuidString, APIKeySecret.hash(secret), label, role])
         return CreatedAPIKey(key: try decode(rows[0]), secret: secret)
     }
 
@@ -329,6 +337,26 @@ public enum Streams {
             [org.id.uuidString, name, String(retentionHours)])
         guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
         return try decode(row)
+    }
+
+    /// Grows the stream to `partitions` (Kafka's CreatePartitions): partitions only ever grow,
+    /// up to `partitionsMax`. The row is locked, so two growths cannot both pass the check.
+    @discardableResult
+    public static func growPartitions(_ db: PostgresConnection, org: Organization, name: String, to partitions: Int) throws -> EventStream {
+        try db.transaction {
+            let rows = try db.query(
+                "SELECT \(columns) FROM event_streams WHERE org_id = $1 AND name = $2 AND is_active FOR UPDATE",
+                [org.id.uuidString, name])
+            guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
+            let current = try decode(row)
+            guard partitions > current.partitions else {
+                throw TenancyError.partitionsCannotShrink(name: name, current: current.partitions, requested: partitions)
+            }
+            guard partitions <= partitionsMax else { throw TenancyError.invalidPartitions(partitions) }
+            let updated = try db.query("UPDATE event_streams SET partitions = $2 WHERE id = $1 RETURNING \(columns)",
+                                       [current.id.uuidString, String(partitions)])
+            return try decode(updated[0])
+        }
     }
 
     /// Soft delete: the stream disappears from lists and the protocol, its rows and batches stay.
