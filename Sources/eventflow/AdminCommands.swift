@@ -230,35 +230,86 @@ struct StreamCommand: ParsableCommand {
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var output: OutputOptions
 
-        func run() throws {
-            let stream = try withDatabase(database) { db in
-                try Streams.find(db, org: try Organizations.find(db, org), name: name)
+        /// The stream's fields and, per partition, its end and the analytics projection's position
+        /// (`analyticsPartitions`, when the stream is or was projected).
+        struct Described: Encodable {
+            var stream: EventStream
+            var analytics: [AnalyticsPartition]
+
+            enum Keys: String, CodingKey { case analyticsPartitions }
+
+            func encode(to encoder: any Encoder) throws {
+                try stream.encode(to: encoder)
+                var container = encoder.container(keyedBy: Keys.self)
+                if !analytics.isEmpty { try container.encode(analytics, forKey: .analyticsPartitions) }
             }
-            if output.json { try printJSON(stream); return }
+        }
+
+        struct AnalyticsPartition: Encodable {
+            var partition: Int32
+            var end: Int64
+            var projected: Int64
+            var lag: Int64
+        }
+
+        func run() throws {
+            let described = try withDatabase(database) { db -> Described in
+                let stream = try Streams.find(db, org: try Organizations.find(db, org), name: name)
+                let ends = Dictionary(try EventBatchLog.nextOffsets(db, streamID: stream.id).map { ($0.partition, $0.next) },
+                                      uniquingKeysWith: max)
+                let projected = try EventProjection.positions(db, streamID: stream.id)
+                let partitions = (0..<Int32(stream.partitions)).map { partition in
+                    let end = ends[partition] ?? 0, position = projected[partition] ?? 0
+                    return AnalyticsPartition(partition: partition, end: end, projected: position, lag: max(end - position, 0))
+                }
+                return Described(stream: stream, analytics: stream.analytics || !projected.isEmpty ? partitions : [])
+            }
+            let stream = described.stream
+            if output.json { try printJSON(described); return }
             print("name:        \(stream.name)")
             print("id:          \(stream.id.uuidString.lowercased())")
             print("partitions:  \(stream.partitions)")
             print("retention:   \(stream.retentionHours) h")
             print("schema:      \(stream.schema ?? "-")")
+            print("analytics:   \(stream.analytics ? "on" : "off")")
+            for partition in described.analytics {
+                print("  partition \(partition.partition): end \(partition.end), projected to \(partition.projected), lag \(partition.lag)")
+            }
             print("created:     \(stream.createdAt)")
         }
     }
 
     struct Alter: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Change a stream's retention (Kafka's retention.ms, in hours); the broker's next maintenance round applies it.")
+            abstract: "Change a stream's retention (Kafka's retention.ms, in hours; the broker's next maintenance round applies it) or its analytics projection into `events`.")
         @Option(help: "Organization name or id.") var org: String
         @Argument(help: "Stream name.") var name: String
-        @Option(help: "How long batches are kept, in hours.") var retentionHours: Int
+        @Option(help: "How long batches are kept, in hours.") var retentionHours: Int?
+        @Option(help: "on: the broker copies the stream's records into `events` (JSONB, GIN index); off: it stops, keeping its position.")
+        var analytics: Switch?
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var output: OutputOptions
 
+        enum Switch: String, ExpressibleByArgument, CaseIterable {
+            case on, off
+        }
+
+        func validate() throws {
+            guard retentionHours != nil || analytics != nil else {
+                throw ValidationError("nothing to change: give --retention-hours and/or --analytics on|off")
+            }
+        }
+
         func run() throws {
-            let stream = try withDatabase(database) { db in
-                try Streams.alter(db, org: try Organizations.find(db, org), name: name, retentionHours: retentionHours)
+            let stream = try withDatabase(database) { db -> EventStream in
+                let organization = try Organizations.find(db, org)
+                var stream = try Streams.find(db, org: organization, name: name)
+                if let retentionHours { stream = try Streams.alter(db, org: organization, name: name, retentionHours: retentionHours) }
+                if let analytics { stream = try Streams.setAnalytics(db, org: organization, name: name, analytics == .on) }
+                return stream
             }
             if output.json { try printJSON(stream); return }
-            print("Altered stream \(stream.name): retention \(stream.retentionHours) h")
+            print("Altered stream \(stream.name): retention \(stream.retentionHours) h, analytics \(stream.analytics ? "on" : "off")")
         }
     }
 

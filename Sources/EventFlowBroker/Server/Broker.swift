@@ -17,6 +17,7 @@ public final class Broker: Sendable {
     private let services: BrokerServices
     private let serverChannel: NIOLockedValueBox<(any Channel)?>
     private let httpChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let projector: AnalyticsProjector?
     /// The broker's metrics (swift-metrics into its own Prometheus registry), served at `/metrics`.
     public let metrics: BrokerMetrics
     private let revocationTask: NIOLockedValueBox<RepeatedTask?>
@@ -29,6 +30,7 @@ public final class Broker: Sendable {
         do {
             try await broker.listen()
             if let http = configuration.http { try await broker.listenHTTP(http) }
+            broker.projector?.start()
         } catch {
             await broker.shutdown()
             throw error
@@ -64,6 +66,10 @@ public final class Broker: Sendable {
         let fetches = FetchService(configuration: configuration.fetch, databaseURL: databaseURL, batcher: batcher,
                                    timerLoop: group.next(), logger: logger, metrics: metrics)
         batcher.onFlushCommitted { fetches.committed($0) }
+        projector = configuration.analytics.map {
+            AnalyticsProjector(configuration: $0, databaseURL: databaseURL, batcher: batcher, loop: group.next(),
+                               logger: logger, metrics: metrics)
+        }
         let groups = GroupService(configuration: configuration.groups, controlPlane: controlPlane, timerLoop: group.next(), logger: logger)
         let registry = ConnectionRegistry()
         let requestBytes = RequestBytesGate(configuration: .init(bytesMax: configuration.effectiveRequestBytesMax))
@@ -208,6 +214,7 @@ public final class Broker: Sendable {
             services.registry.forEach { $0.forceClose() }
             try? await Task.sleep(for: .milliseconds(100))
         }
+        projector?.stop()
         services.controlPlane.shutdown()
         writer.stop()
         try? await group.shutdownGracefully()

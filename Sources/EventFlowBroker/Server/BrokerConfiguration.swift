@@ -52,6 +52,8 @@ public struct BrokerConfiguration: Sendable {
     /// How long shutdown waits for connections to answer what they owe before closing them.
     public var shutdownGraceMilliseconds: Int64
     public var eventLoopThreads: Int
+    /// The analytics projector (streams with `analytics` on); nil: not run.
+    public var analytics: ProjectionPlan.Configuration? = ProjectionPlan.Configuration()
     /// The operators' HTTP listener (`/metrics`, `/health`, `/ready`); nil: none.
     public var http: HTTPListener?
 

@@ -29,6 +29,9 @@ public final class BrokerMetrics: Sendable {
     let fetchesFromPostgres: CoreMetrics.Counter
     let retentionLogStartMoves: CoreMetrics.Counter
     let retentionDaysDropped: CoreMetrics.Counter
+    let analyticsRows: CoreMetrics.Counter
+    let analyticsDeadLetters: CoreMetrics.Counter
+    let analyticsStepFailures: CoreMetrics.Counter
     /// The consumer-lag series of the last scrape, so series of groups gone since are removed.
     private let lagSeries = NIOLockedValueBox<[LagKey: CoreMetrics.Gauge]>([:])
 
@@ -67,6 +70,9 @@ public final class BrokerMetrics: Sendable {
         fetchesFromPostgres = CoreMetrics.Counter(label: "eventflow_fetch_reads_total", dimensions: [("source", "postgres")], factory: factory)
         retentionLogStartMoves = CoreMetrics.Counter(label: "eventflow_retention_log_start_moves_total", factory: factory)
         retentionDaysDropped = CoreMetrics.Counter(label: "eventflow_retention_days_dropped_total", factory: factory)
+        analyticsRows = CoreMetrics.Counter(label: "eventflow_analytics_rows_total", factory: factory)
+        analyticsDeadLetters = CoreMetrics.Counter(label: "eventflow_analytics_dead_letters_total", factory: factory)
+        analyticsStepFailures = CoreMetrics.Counter(label: "eventflow_analytics_step_failures_total", factory: factory)
     }
 
     // MARK: Requests

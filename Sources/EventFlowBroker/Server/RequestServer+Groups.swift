@@ -6,9 +6,10 @@ import NIOCore
 /// The group APIs of one connection: membership through the `GroupService`, committed offsets
 /// in PostgreSQL. Group ids are scoped to the key's organization.
 extension RequestServer {
-    /// Kafka refuses an empty group id; a NUL byte is refused too, since PostgreSQL's text cannot store it.
+    /// Kafka refuses an empty group id; a NUL byte is refused too, since PostgreSQL's text cannot store it,
+    /// and so are the broker's internal groups (`__eventflow.`: the analytics projection's positions).
     private static func isValidGroupID(_ groupID: String) -> Bool {
-        !groupID.isEmpty && !groupID.utf8.contains(0)
+        !groupID.isEmpty && !groupID.utf8.contains(0) && !groupID.hasPrefix(EventProjection.internalGroupPrefix)
     }
 
     private func groupKey(_ groupID: String) -> GroupCoordinator.GroupKey {

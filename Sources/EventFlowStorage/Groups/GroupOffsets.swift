@@ -144,8 +144,9 @@ public enum GroupOffsets {
             SELECT g.name, s.id AS stream_id, s.name AS stream_name FROM consumer_groups g
             JOIN event_streams s ON s.id = g.stream_id
             WHERE s.org_id = $1::uuid AND s.is_active AND ($2::text IS NULL OR g.name = $2)
+              AND left(g.name, length($3)) <> $3
             ORDER BY g.name, s.name
-            """, [organizationID.uuidString, name])
+            """, [organizationID.uuidString, name, EventProjection.internalGroupPrefix])
         var result: [StoredGroup] = []
         for row in rows {
             guard let group = row["name"], let id = row["stream_id"].flatMap(UUID.init(uuidString:)), let stream = row["stream_name"] else { continue }
@@ -160,7 +161,7 @@ public enum GroupOffsets {
     /// how many streams it had.
     @discardableResult
     public static func delete(_ db: PostgresConnection, organizationID: UUID, group: String) throws -> Int {
-        guard !group.utf8.contains(0) else { return 0 }
+        guard !group.utf8.contains(0), !group.hasPrefix(EventProjection.internalGroupPrefix) else { return 0 }
         return try db.transaction {
             let ids = try db.query("""
                 SELECT g.id FROM consumer_groups g JOIN event_streams s ON s.id = g.stream_id

@@ -81,6 +81,8 @@ public struct EventStream: Sendable, Equatable, Codable {
     public var createdAt: String
     public var isActive: Bool
     public var deletedAt: String?
+    /// Whether the analytics projection copies the stream's records into `events`.
+    public var analytics: Bool = false
 }
 
 let timestampSQL = #"to_char(%@ AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#
@@ -282,14 +284,14 @@ public enum Streams {
 
     static let columns = """
         id, org_id, name, partitions, retention_hours, schema::text AS schema, \
-        \(timestampColumn("created_at", as: "created_at")), is_active, \(timestampColumn("deleted_at", as: "deleted_at"))
+        \(timestampColumn("created_at", as: "created_at")), is_active, \(timestampColumn("deleted_at", as: "deleted_at")), analytics
         """
 
     static func decode(_ row: Row) throws -> EventStream {
         EventStream(id: try uuid(row, "id"), orgID: try uuid(row, "org_id"), name: row["name"] ?? "",
                     partitions: Int(row["partitions"] ?? "") ?? 1, retentionHours: Int(row["retention_hours"] ?? "") ?? 0,
                     schema: row["schema"], createdAt: row["created_at"] ?? "", isActive: row["is_active"] == "t",
-                    deletedAt: row["deleted_at"])
+                    deletedAt: row["deleted_at"], analytics: row["analytics"] == "t")
     }
 
     public static func create(_ db: PostgresConnection, org: Organization, name: String, partitions: Int = 1,
@@ -335,6 +337,17 @@ public enum Streams {
         let rows = try db.query(
             "UPDATE event_streams SET retention_hours = $3 WHERE org_id = $1 AND name = $2 AND is_active RETURNING \(columns)",
             [org.id.uuidString, name, String(retentionHours)])
+        guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
+        return try decode(row)
+    }
+
+    /// Turns the analytics projection of the stream on or off. Turned off, its position is kept: turned
+    /// on again, the projector resumes where it stopped.
+    @discardableResult
+    public static func setAnalytics(_ db: PostgresConnection, org: Organization, name: String, _ enabled: Bool) throws -> EventStream {
+        let rows = try db.query(
+            "UPDATE event_streams SET analytics = $3 WHERE org_id = $1 AND name = $2 AND is_active RETURNING \(columns)",
+            [org.id.uuidString, name, enabled ? "true" : "false"])
         guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
         return try decode(row)
     }
