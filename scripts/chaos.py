@@ -293,7 +293,7 @@ class ProducerThread(threading.Thread):
                 self.acks.failed[str(error.name())] += 1
             return
         with self.acks.lock:
-            self.acks.acked.append((time.monotonic(), message.partition(), message.offset(), message.value().decode()))
+            self.acks.acked.append((time.monotonic(), message.partition(), message.offset(), payload_of(message)))
 
     def run(self):
         interval = 1.0 / self.rate
@@ -306,7 +306,8 @@ class ProducerThread(threading.Thread):
                     continue
                 payload_id = f"{self.prefix}-{self.sent}"
                 try:
-                    self.producer.produce(self.topic, key=payload_id.encode(), value=payload_id.encode(),
+                    # The value is the id as a JSON string, so the analytics projection stores every record.
+                    self.producer.produce(self.topic, key=payload_id.encode(), value=json.dumps(payload_id).encode(),
                                           on_delivery=self.report)
                 except BufferError:
                     # The local queue is full while the broker is away: wait, keep the id for the retry.
@@ -329,6 +330,24 @@ class ProducerThread(threading.Thread):
             raise ChaosFailure(f"{self.prefix}: {remaining} messages without a delivery report after {STALL_SECONDS} s")
         if self.errors:
             raise ChaosFailure(f"{self.prefix}: {self.errors[0]}")
+
+
+def payload_of(message):
+    """The payload id a record carries: its value, a JSON string."""
+    return json.loads(message.value())
+
+
+def wait_projected(broker, topic, stored_total):
+    """The analytics projection of `topic` caught up: (rows in `events`, seconds waited); rows must be `stored_total`."""
+    started = time.monotonic()
+    while True:
+        described = json.loads(broker.cli("stream", "describe", "--org", "chaos", topic, "--json"))
+        partitions = described.get("analyticsPartitions", [])
+        if partitions and all(p["lag"] == 0 for p in partitions) and described.get("analyticsRows") == stored_total:
+            return described["analyticsRows"], time.monotonic() - started
+        if time.monotonic() - started > STALL_SECONDS:
+            return described.get("analyticsRows"), None
+        time.sleep(0.5)
 
 
 def create_stream(broker, name, partitions):
@@ -358,7 +377,7 @@ def read_back(config, topic):
                     continue
                 raise ChaosFailure(f"read-back of {topic}: {message.error()}")
             if message.offset() < ends[message.partition()]:
-                stored[message.partition()].append((message.offset(), message.value().decode()))
+                stored[message.partition()].append((message.offset(), payload_of(message)))
             positions[message.partition()] = message.offset() + 1
         return ends, stored
     finally:
@@ -445,6 +464,8 @@ def summary(values):
 def scenario_kill(broker, config, args, rng, problems):
     topic = "chaos-kill"
     create_stream(broker, topic, args.partitions)
+    # The analytics projection runs through every kill: afterwards `events` holds each record exactly once.
+    broker.cli("stream", "alter", "--org", "chaos", topic, "--analytics", "on")
     acks = Acks()
     producers = start_producers(config, topic, args.producers, args.rate, acks, "kill")
     wait_acks_grow(acks, 0, "kill: before the first round")
@@ -470,8 +491,16 @@ def scenario_kill(broker, config, args, rng, problems):
         problems.append(f"{topic}: fatal producer errors: {acks.fatal[:3]}")
     ends, stored = read_back(config, topic)
     figures = check_stored(topic, acks, ends, stored, problems)
-    figures.update(rounds=args.rounds, resume_seconds=restarts, listening_seconds=downs)
+    stored_total = sum(len(records) for records in stored.values())
+    rows, waited = wait_projected(broker, topic, stored_total)
+    if waited is None:
+        problems.append(f"{topic}: the analytics projection holds {rows} rows of {stored_total} records "
+                        f"{STALL_SECONDS} s after the last kill (lost or duplicated rows, or stuck)")
+    figures.update(rounds=args.rounds, resume_seconds=restarts, listening_seconds=downs,
+                   analytics_rows=rows, analytics_caught_up_seconds=waited)
     log(figures_line("kill", figures))
+    log(f"kill: the analytics projection holds {rows} events rows for {stored_total} records stored"
+        + (f", caught up {waited:.2f} s after the read-back" if waited is not None else ", NOT caught up"))
     log(f"kill: produce acknowledged again after each SIGKILL (s): {seconds(restarts)} ({summary(restarts)}); "
         f"of which the broker took to listen again: {summary(downs)}")
     return figures
@@ -593,7 +622,7 @@ class GroupMember(threading.Thread):
                         return
                     continue
                 self.group_log.add("processed", self.name, message.partition(), message.offset(),
-                                   message.value().decode())
+                                   payload_of(message))
                 try:
                     self.consumer.commit(message=message, asynchronous=False)
                 except KafkaException as error:

@@ -235,13 +235,16 @@ struct StreamCommand: ParsableCommand {
         struct Described: Encodable {
             var stream: EventStream
             var analytics: [AnalyticsPartition]
+            /// Rows of the stream in `events`.
+            var analyticsRows: Int?
 
-            enum Keys: String, CodingKey { case analyticsPartitions }
+            enum Keys: String, CodingKey { case analyticsPartitions, analyticsRows }
 
             func encode(to encoder: any Encoder) throws {
                 try stream.encode(to: encoder)
                 var container = encoder.container(keyedBy: Keys.self)
                 if !analytics.isEmpty { try container.encode(analytics, forKey: .analyticsPartitions) }
+                try container.encodeIfPresent(analyticsRows, forKey: .analyticsRows)
             }
         }
 
@@ -262,7 +265,9 @@ struct StreamCommand: ParsableCommand {
                     let end = ends[partition] ?? 0, position = projected[partition] ?? 0
                     return AnalyticsPartition(partition: partition, end: end, projected: position, lag: max(end - position, 0))
                 }
-                return Described(stream: stream, analytics: stream.analytics || !projected.isEmpty ? partitions : [])
+                let projectedOnce = stream.analytics || !projected.isEmpty
+                return Described(stream: stream, analytics: projectedOnce ? partitions : [],
+                                 analyticsRows: projectedOnce ? try EventProjection.rowCount(db, streamID: stream.id) : nil)
             }
             let stream = described.stream
             if output.json { try printJSON(described); return }
@@ -275,6 +280,7 @@ struct StreamCommand: ParsableCommand {
             for partition in described.analytics {
                 print("  partition \(partition.partition): end \(partition.end), projected to \(partition.projected), lag \(partition.lag)")
             }
+            if let rows = described.analyticsRows { print("  events rows: \(rows)") }
             print("created:     \(stream.createdAt)")
         }
     }

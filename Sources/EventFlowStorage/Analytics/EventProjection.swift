@@ -58,6 +58,11 @@ public enum EventProjection {
         return positions
     }
 
+    /// Rows of the stream in `events` (through the (stream_id, created_at) index).
+    public static func rowCount(_ db: PostgresConnection, streamID: UUID) throws -> Int {
+        Int(try db.query("SELECT count(*) AS n FROM events WHERE stream_id = $1::uuid", [streamID.uuidString]).first?["n"] ?? "") ?? 0
+    }
+
     /// A stored batch to project: its offsets, when the broker stored it, and its bytes as stored.
     public struct StoredBatch: Sendable {
         public var baseOffset: Int64
