@@ -65,7 +65,7 @@ extension EventFlowConsumer {
             do {
                 let producer = try EventFlowProducer(configuration: producerConfiguration,
                                                      logger: Logger(label: "eventflow.consumer.dead-letters"))
-                let task = Task { try? await producer.run() }
+                let task = Task { _ = try? await producer.run() }
                 sender = DeadLetterSender(producer: producer, task: task)
                 return .success(producer)
             } catch {

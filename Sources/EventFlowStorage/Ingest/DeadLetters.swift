@@ -92,6 +92,8 @@ public struct DeadLetterEvent: Sendable, Equatable, Codable {
     /// The payload as JSON text (nil: SQL NULL, a record without a value).
     public var payload: String?
     public var failedAt: String
+    /// The dead-letter stream holding the record.
+    public var streamID: UUID?
     public var stream: String?
     public var partition: Int32?
     public var offset: Int64?
@@ -207,7 +209,7 @@ public enum DeadLetters {
 
     static let selectColumns = """
         d.id, d.event_id, d.reason, d.payload::text AS payload, \(timestampColumn("d.failed_at", as: "failed_at")),
-        s.name AS stream, d.dlq_partition, d.dlq_offset, d.original_topic, o.name AS original_stream,
+        d.dlq_stream_id, s.name AS stream, d.dlq_partition, d.dlq_offset, d.original_topic, o.name AS original_stream,
         d.original_partition, d.original_offset, \(timestampColumn("d.replayed_at", as: "replayed_at")), d.replayed_offset
         """
     static let from = """
@@ -217,7 +219,8 @@ public enum DeadLetters {
 
     static func decode(_ row: Row) throws -> DeadLetterEvent {
         DeadLetterEvent(id: try uuid(row, "id"), eventID: try uuid(row, "event_id"), reason: row["reason"] ?? "",
-                        payload: row["payload"], failedAt: row["failed_at"] ?? "", stream: row["stream"],
+                        payload: row["payload"], failedAt: row["failed_at"] ?? "",
+                        streamID: row["dlq_stream_id"].flatMap(UUID.init(uuidString:)), stream: row["stream"],
                         partition: row["dlq_partition"].flatMap { Int32($0) }, offset: row["dlq_offset"].flatMap { Int64($0) },
                         originalTopic: row["original_topic"], originalStream: row["original_stream"],
                         originalPartition: row["original_partition"].flatMap { Int32($0) },
