@@ -31,6 +31,8 @@ public final class EventFlowConsumer: Service, Sendable {
     private let shared: ConsumerShared
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
+    /// The producer `deadLetter(_:reason:)` sends with, started on first use (see DeadLetters.swift).
+    let deadLetters = Mutex<DeadLetterSender?>(nil)
 
     public init(configuration: ConsumerConfiguration, logger: Logger) throws(ConsumerError) {
         if let problem = configuration.validationError() { throw .invalidConfiguration(problem) }
@@ -98,6 +100,7 @@ public final class EventFlowConsumer: Service, Sendable {
         } onGracefulShutdown: {
             self.triggerGracefulShutdown()
         }
+        await shutDownDeadLetters()
         if let failure = shared.finish() { throw failure }
     }
 

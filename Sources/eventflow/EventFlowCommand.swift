@@ -10,7 +10,7 @@ struct EventFlowCommand: AsyncParsableCommand {
         abstract: "EventFlow: an event broker that keeps its log in PostgreSQL.",
         subcommands: [
             Serve.self, Migrate.self, OrgCommand.self, UserCommand.self, APIKeyCommand.self, StreamCommand.self, ProduceCommand.self,
-            ConsumeCommand.self, GroupCommand.self,
+            ConsumeCommand.self, GroupCommand.self, DeadLetterCommand.self,
         ]
     )
 }

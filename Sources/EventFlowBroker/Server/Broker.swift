@@ -60,7 +60,8 @@ public final class Broker: Sendable {
         let metrics = BrokerMetrics()
         self.metrics = metrics
         let batcher = WriteAheadBatcher(configuration: configuration.groupCommit, writer: writer,
-                                        timerLoop: group.next(), logger: logger, metrics: metrics)
+                                        timerLoop: group.next(), logger: logger, metrics: metrics,
+                                        deadLetterDecompressedBytesMax: configuration.decompressedBatchBytesMax)
         batcher.startup(nextOffsets: nextOffsets, producerBatches: producerBatches)
         let controlPlane = ControlPlane(databaseURL: databaseURL)
         let fetches = FetchService(configuration: configuration.fetch, databaseURL: databaseURL, batcher: batcher,

@@ -73,6 +73,8 @@ private struct IdleConnection: @unchecked Sendable {
 public struct ResolvedStream: Hashable, Sendable {
     public var id: UUID
     public var partitions: Int32
+    /// A `<name>.dlq` stream: its batches get `dead_letter_events` rows when flushed.
+    public var isDeadLetter: Bool = false
 }
 
 /// Stream names → ids per organization, cached briefly, and registration of new streams'
@@ -125,6 +127,11 @@ public final class StreamDirectory: Sendable {
         let missingNames = missing
         return controlPlane.run(on: eventLoop) { db -> [String: ResolvedStream?] in
             var looked: [String: ResolvedStream?] = [:]
+            // A dead-letter stream is created by its first use (protocol/dead-letters.md); only
+            // names ending in `.dlq` that missed the cache cost this statement.
+            if missingNames.contains(where: DeadLetterStreams.isDeadLetterStream) {
+                try DeadLetterStreams.ensure(db, organizationID: organizationID, names: missingNames)
+            }
             let rows = try db.query(
                 "SELECT id, name, partitions FROM event_streams WHERE org_id = $1 AND is_active AND name = ANY($2::text[])",
                 [organizationID.uuidString, PostgresConnection.arrayLiteral(missingNames)])
@@ -132,7 +139,7 @@ public final class StreamDirectory: Sendable {
             for row in rows {
                 guard let id = row["id"].flatMap(UUID.init(uuidString:)), let name = row["name"],
                       let partitions = row["partitions"].flatMap({ Int32($0) }) else { continue }
-                let stream = ResolvedStream(id: id, partitions: partitions)
+                let stream = ResolvedStream(id: id, partitions: partitions, isDeadLetter: DeadLetterStreams.isDeadLetterStream(name))
                 looked[name] = .some(stream)
                 if !batcher.isRegistered(StreamPartition(streamID: id, partition: partitions - 1)) {
                     try Self.register(db, streamID: id, batcher: batcher)

@@ -148,6 +148,9 @@ extension RequestServer {
                 }
                 guard let stream = try Self.stream(db, org, topic.name) else { return answer(Self.unknownTopic(topic.name)) }
                 let requested = Int(topic.count)
+                guard !DeadLetterStreams.isDeadLetterStream(stream.name) else {
+                    return answer(Refusal(code: .invalidPartitions, message: "'\(topic.name)' is a dead-letter stream: it keeps its one partition"))
+                }
                 guard requested > stream.partitions else {
                     let message = requested == stream.partitions
                         ? "topic '\(topic.name)' already has \(stream.partitions) partitions"

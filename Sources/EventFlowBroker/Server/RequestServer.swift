@@ -24,7 +24,12 @@ struct RequestServer {
         let advertised = services.advertised.withLockedValue { $0 }
         let clusterID = services.configuration.clusterID
         return services.controlPlane.run(on: eventLoop) { db -> [(name: String, partitions: Int32)] in
-            try db.query("SELECT name, partitions FROM event_streams WHERE org_id = $1 AND is_active ORDER BY name",
+            // Asking for `<name>.dlq` creates it (protocol/dead-letters.md), as Kafka's topic
+            // auto-creation would, so any client can dead-letter without an admin step.
+            if let names = request.topics, names.contains(where: DeadLetterStreams.isDeadLetterStream) {
+                try DeadLetterStreams.ensure(db, organizationID: organizationID, names: names)
+            }
+            return try db.query("SELECT name, partitions FROM event_streams WHERE org_id = $1 AND is_active ORDER BY name",
                          [organizationID.uuidString]).compactMap { row in
                 guard let name = row["name"], let partitions = row["partitions"].flatMap({ Int32($0) }) else { return nil }
                 return (name, partitions)
@@ -97,6 +102,9 @@ struct RequestServer {
                     case .invalidName: code = .invalidTopicException
                     case .duplicateStream, .deletedStreamNameReserved: code = .topicAlreadyExists
                     case .invalidPartitions: code = .invalidPartitions
+                    case .invalidDeadLetterStream(let name, _):
+                        code = DeadLetterStreams.baseName(of: name).map(DeadLetterStreams.isDeadLetterStream) == true
+                            ? .invalidTopicException : .invalidPartitions
                     case .invalidRetention: code = .invalidConfig
                     default: code = .unknownServerError
                     }
@@ -117,7 +125,9 @@ struct RequestServer {
 
     /// Partition count and retention for a CreateTopics entry, or why it is refused (topics.md).
     static func plan(_ topic: CreateTopicsRequest.Topic, configuration: BrokerConfiguration) -> Result<(partitions: Int, retentionHours: Int), Refusal> {
-        var partitions = topic.numPartitions == -1 ? configuration.defaultPartitions : Int(topic.numPartitions)
+        // A dead-letter stream has one partition: the broker default does not apply to it.
+        let defaultPartitions = DeadLetterStreams.isDeadLetterStream(topic.name) ? DeadLetterStreams.partitions : configuration.defaultPartitions
+        var partitions = topic.numPartitions == -1 ? defaultPartitions : Int(topic.numPartitions)
         if !topic.assignments.isEmpty {
             guard topic.numPartitions == -1, topic.replicationFactor == -1 else {
                 return .failure(Refusal(code: .invalidRequest, message: "give either assignments or numPartitions/replicationFactor"))
@@ -298,7 +308,7 @@ struct RequestServer {
         let accepted = resolved.map { streams -> Void in
             let collector = ProduceCollector(request: request, ackMode: ackMode, decompressedBatchBytesMax: decompressedBytesMax,
                                              promise: promise)
-            collector.start(streams: streams, batcher: batcher, eventLoop: eventLoop)
+            collector.start(streams: streams, organizationID: organizationID, batcher: batcher, eventLoop: eventLoop)
         }
         let logger = logger
         accepted.whenFailure { error in
@@ -336,7 +346,7 @@ final class ProduceCollector {
         self.promise = promise
     }
 
-    func start(streams: [String: ResolvedStream?], batcher: WriteAheadBatcher, eventLoop: any EventLoop) {
+    func start(streams: [String: ResolvedStream?], organizationID: UUID, batcher: WriteAheadBatcher, eventLoop: any EventLoop) {
         var seen: [String: [Int32: Int]] = [:]
         var accepted: [(slot: Int, batches: [ValidatedBatch])] = []
         for (topicIndex, topic) in request.topicData.enumerated() {
@@ -356,7 +366,8 @@ final class ProduceCollector {
                     continue
                 }
                 switch Self.validate(data.records, partition: StreamPartition(streamID: stream.id, partition: data.index),
-                                     ackMode: ackMode, decompressedBytesMax: decompressedBatchBytesMax, batcher: batcher) {
+                                     ackMode: ackMode, decompressedBytesMax: decompressedBatchBytesMax, batcher: batcher,
+                                     deadLetterOrganizationID: stream.isDeadLetter ? organizationID : nil) {
                 case .success(let batches): accepted.append((slotIndex, batches))
                 case .failure(let refusal): slots[slotIndex].error = refusal.code
                 }
@@ -387,7 +398,8 @@ final class ProduceCollector {
     /// batch whose CRC matches but whose records contradict its header is INVALID_RECORD, as
     /// Kafka's log validator answers, so no consumer ever meets an unreadable batch.
     static func validate(_ records: ByteBuffer?, partition: StreamPartition, ackMode: AckMode,
-                         decompressedBytesMax: Int, batcher: WriteAheadBatcher) -> Result<[ValidatedBatch], RequestServer.Refusal> {
+                         decompressedBytesMax: Int, batcher: WriteAheadBatcher,
+                         deadLetterOrganizationID: UUID? = nil) -> Result<[ValidatedBatch], RequestServer.Refusal> {
         guard let records, records.readableBytes > 0 else {
             return .failure(.init(code: .invalidRecord, message: "no record batch"))
         }
@@ -411,7 +423,8 @@ final class ProduceCollector {
                     ? ProducerBatchInfo(producerID: header.producerId, epoch: header.producerEpoch, baseSequence: header.baseSequence)
                     : nil
                 batches.append(ValidatedBatch(partition: partition, recordCount: header.recordCount, bytes: view.bytes,
-                                              producer: producer, ackMode: ackMode, token: batcher.makeToken()))
+                                              producer: producer, ackMode: ackMode, token: batcher.makeToken(),
+                                              deadLetterOrganizationID: deadLetterOrganizationID))
             }
         } catch let error as ProtocolError {
             let intactButRefused = error.kind == .compression || error.field == "RecordBatch.magic"

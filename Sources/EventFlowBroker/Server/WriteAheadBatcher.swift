@@ -45,8 +45,13 @@ public final class WriteAheadBatcher: Sendable {
     private let copyStorage = NIOLockedValueBox<[UInt8]>([])
     static let copyStorageRetainedBytesMax = 8 * 1024 * 1024
 
+    /// Bound on a dead-letter batch's decompressed records when the flush reads them (produce
+    /// validated each batch against the same bound).
+    private let deadLetterDecompressedBytesMax: Int
+
     public init(configuration: GroupCommit.Configuration, writer: LogWriterThread, timerLoop: any EventLoop, logger: Logger,
-                metrics: BrokerMetrics? = nil) {
+                metrics: BrokerMetrics? = nil, deadLetterDecompressedBytesMax: Int = 64 << 20) {
+        self.deadLetterDecompressedBytesMax = deadLetterDecompressedBytesMax
         self.state = NIOLockedValueBox(State(machine: GroupCommit(configuration: configuration)))
         self.writer = writer
         self.timerLoop = timerLoop
@@ -186,13 +191,16 @@ public final class WriteAheadBatcher: Sendable {
         let url = writer.url
         let copyStorage = copyStorage
         let submitted = BrokerMetrics.now()
+        let deadLetterDecompressedBytesMax = deadLetterDecompressedBytesMax
         writer.submit({ db in
             // The storage is handed over as its only reference, so the encoder reuses it in place.
             let copy = Self.copy(of: flush, reusing: copyStorage.withLockedValue { storage in
                 defer { storage = [] }
                 return storage
             })
-            let outcome = Result { try EventBatchLog.write(db, copy) }
+            // Only batches of dead-letter streams are decoded; any other flush writes as before.
+            let deadLetters = Self.deadLetterRecords(of: flush, decompressedBytesMax: deadLetterDecompressedBytesMax)
+            let outcome = Result { try EventBatchLog.write(db, copy, deadLetters: deadLetters) }
             let storage = (consume copy).takeStorage()
             if storage.capacity <= Self.copyStorageRetainedBytesMax {
                 copyStorage.withLockedValue { $0 = storage }
@@ -259,6 +267,17 @@ public final class WriteAheadBatcher: Sendable {
         }
         logger.error("COMMIT outcome still unknown; failing the flush back", metadata: ["flush": "\(flush.id)"])
         throw unknown.underlying
+    }
+
+    /// The records of the flush's dead-letter-stream batches, for their `dead_letter_events` rows;
+    /// empty (nothing decoded, nothing allocated) when the flush holds none.
+    static func deadLetterRecords(of flush: GroupCommit.Flush, decompressedBytesMax: Int) -> [DeadLetterRecord] {
+        var records: [DeadLetterRecord] = []
+        for batch in flush.batches {
+            guard let organizationID = batch.deadLetterOrganizationID else { continue }
+            records += DeadLetterHeaders.records(of: batch, organizationID: organizationID, decompressedBytesMax: decompressedBytesMax)
+        }
+        return records
     }
 
     /// The flush as binary COPY rows: header columns read from each batch, the batch bytes

@@ -1,4 +1,5 @@
 import EventFlowProtocol
+import struct Foundation.UUID
 import NIOCore
 
 /// The write-ahead batcher: one per broker, the single owner of every partition's next offset.
@@ -86,6 +87,8 @@ public struct GroupCommit: Sendable {
         public var producer: ProducerBatchInfo?
         public var ackMode: AckMode
         public var token: RequestToken
+        /// Set for a batch of a dead-letter stream (see `ValidatedBatch.deadLetterOrganizationID`).
+        public var deadLetterOrganizationID: UUID? = nil
 
         public var byteCount: Int { receivedBytes.readableBytes }
 
@@ -343,7 +346,8 @@ public struct GroupCommit: Sendable {
         let wasEmpty = filling.batches.isEmpty
         filling.batches.append(Batch(partition: batch.partition, baseOffset: baseOffset, lastOffset: lastOffset,
                                      recordCount: batch.recordCount, receivedBytes: batch.bytes, producer: batch.producer,
-                                     ackMode: batch.ackMode, token: batch.token))
+                                     ackMode: batch.ackMode, token: batch.token,
+                                     deadLetterOrganizationID: batch.deadLetterOrganizationID))
         filling.byteCount += batch.byteCount
         memoryBytes += batch.byteCount
 

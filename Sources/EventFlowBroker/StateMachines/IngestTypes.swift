@@ -71,6 +71,10 @@ public struct ValidatedBatch: Sendable {
     public var producer: ProducerBatchInfo?
     public var ackMode: AckMode
     public var token: RequestToken
+    /// Set when the partition belongs to a dead-letter stream (`<name>.dlq`): the organization
+    /// whose streams the records' headers name. Only such batches are decoded by the flush, to
+    /// index them in `dead_letter_events`; the machine passes the field through untouched.
+    public var deadLetterOrganizationID: UUID?
 
     public init(
         partition: StreamPartition,
@@ -78,7 +82,8 @@ public struct ValidatedBatch: Sendable {
         bytes: ByteBuffer,
         producer: ProducerBatchInfo? = nil,
         ackMode: AckMode,
-        token: RequestToken
+        token: RequestToken,
+        deadLetterOrganizationID: UUID? = nil
     ) {
         self.partition = partition
         self.recordCount = recordCount
@@ -86,6 +91,7 @@ public struct ValidatedBatch: Sendable {
         self.producer = producer
         self.ackMode = ackMode
         self.token = token
+        self.deadLetterOrganizationID = deadLetterOrganizationID
     }
 
     /// Memory the batch occupies while buffered: its bytes.

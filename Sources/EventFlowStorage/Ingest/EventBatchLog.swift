@@ -121,25 +121,30 @@ public enum EventBatchLog {
     public static let producerBatchesRestored = 5
 
     /// Writes one flush in one transaction: BEGIN; COPY into the day's partition; COMMIT.
+    /// With `deadLetters` (records of the flush's dead-letter-stream batches, protocol/dead-letters.md)
+    /// their `dead_letter_events` rows are inserted after the COPY, in the same transaction; a flush
+    /// without any issues exactly BEGIN, COPY, COMMIT.
     /// A missing partition (maintenance behind the clock) is created and the flush retried once.
     /// Throws `CommitOutcomeUnknown` when the connection broke while COMMIT was in flight.
-    public static func write(_ db: PostgresConnection, _ copy: EventBatchCopy) throws {
+    public static func write(_ db: PostgresConnection, _ copy: EventBatchCopy, deadLetters: [DeadLetterRecord] = []) throws {
         guard copy.rowCount > 0 else { return }
         let data = copy.encodedBytes
         let table = TimePartitions.partitionName("event_batches", day: copy.createdAt)
         let sql = "COPY \(PostgresConnection.quoteIdentifier(table)) (\(EventBatchCopy.columns)) FROM STDIN (FORMAT binary)"
+        let failedAt = copy.createdAt
         do {
-            try copyInTransaction(db, sql: sql, data: data)
+            try copyInTransaction(db, sql: sql, data: data, deadLetters: deadLetters, failedAt: failedAt)
         } catch let error as DatabaseError where error.sqlState == "42P01" {
             try TimePartitions().ensure(db, now: copy.createdAt)
-            try copyInTransaction(db, sql: sql, data: data)
+            try copyInTransaction(db, sql: sql, data: data, deadLetters: deadLetters, failedAt: failedAt)
         }
     }
 
     /// Largest piece of COPY data handed to libpq at once.
     static let copyChunkBytes = 256 * 1024
 
-    private static func copyInTransaction(_ db: PostgresConnection, sql: String, data: [UInt8]) throws {
+    private static func copyInTransaction(_ db: PostgresConnection, sql: String, data: [UInt8],
+                                          deadLetters: [DeadLetterRecord], failedAt: Date) throws {
         try db.execute("BEGIN")
         do {
             try db.copyIn(sql) { send in
@@ -150,6 +155,9 @@ public enum EventBatchLog {
                     }
                 }
                 try BinaryCopyEncoder.trailer.withUnsafeBytes { try send($0) }
+            }
+            if !deadLetters.isEmpty {
+                try DeadLetters.insert(db, deadLetters, failedAt: failedAt)
             }
         } catch {
             try? db.execute("ROLLBACK")

@@ -87,6 +87,8 @@ public struct BinaryRow {
 public final class PostgresConnection {
     private var connection: OpaquePointer?
     public let url: String
+    /// Called with the text of every statement sent (tests use it to see what a flush issues).
+    public var onStatement: ((String) -> Void)?
 
     public init(url: String) throws {
         self.url = url
@@ -145,6 +147,7 @@ public final class PostgresConnection {
     @discardableResult
     public func query(_ sql: String, _ parameters: [String?] = []) throws -> [Row] {
         let connection = try requireConnection()
+        onStatement?(sql)
         let result: OpaquePointer?
         if parameters.isEmpty {
             result = PQexec(connection, sql)
@@ -188,6 +191,7 @@ public final class PostgresConnection {
     /// not as hex text, and integers as their big-endian bytes.
     public func queryBinary(_ sql: String, _ parameters: [String?] = [], _ body: (BinaryRow) throws -> Void) throws {
         let connection = try requireConnection()
+        onStatement?(sql)
         let result = try withCStringArray(parameters) { pointers in
             PQexecParams(connection, sql, Int32(parameters.count), nil, pointers, nil, nil, 1)
         }
@@ -226,6 +230,7 @@ public final class PostgresConnection {
     /// If `body` throws, the copy is aborted and the server discards everything sent.
     public func copyIn(_ copySQL: String, _ body: (_ send: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
         let connection = try requireConnection()
+        onStatement?(copySQL)
         let start = PQexec(connection, copySQL)
         let startStatus = start.map { PQresultStatus($0) } ?? PGRES_FATAL_ERROR
         guard startStatus == PGRES_COPY_IN else {

@@ -15,6 +15,8 @@ public enum TenancyError: Error, CustomStringConvertible, Equatable {
     case invalidPartitions(Int)
     case invalidRetention(Int)
     case partitionsCannotShrink(name: String, current: Int, requested: Int)
+    /// A `<name>.dlq` stream asked for with something other than its one partition, or `<name>.dlq.dlq`.
+    case invalidDeadLetterStream(String, reason: String)
     case unknownAPIKey(String)
     case apiKeyRevoked(String)
     case wrongSecret
@@ -36,6 +38,7 @@ public enum TenancyError: Error, CustomStringConvertible, Equatable {
         case .invalidRetention(let hours): return "invalid retention \(hours) hours: must be positive"
         case .partitionsCannotShrink(let name, let current, let requested):
             return "stream '\(name)' has \(current) partitions; the count can only grow (asked for \(requested))"
+        case .invalidDeadLetterStream(let name, let reason): return "invalid dead-letter stream '\(name)': \(reason)"
         case .unknownAPIKey(let id): return "unknown API key '\(id)'"
         case .apiKeyRevoked(let id): return "API key '\(id)' is revoked"
         case .wrongSecret: return "wrong API key secret"
@@ -298,6 +301,9 @@ public enum Streams {
                               retentionHours: Int = defaultRetentionHours, schema: String? = nil) throws -> EventStream {
         try validate(name)
         guard (1...partitionsMax).contains(partitions) else { throw TenancyError.invalidPartitions(partitions) }
+        if let refusal = DeadLetterStreams.refusal(name: name, partitions: partitions) {
+            throw TenancyError.invalidDeadLetterStream(name, reason: refusal)
+        }
         guard retentionHours > 0 else { throw TenancyError.invalidRetention(retentionHours) }
         do {
             let rows = try db.query(
@@ -362,6 +368,9 @@ public enum Streams {
                 [org.id.uuidString, name])
             guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
             let current = try decode(row)
+            if DeadLetterStreams.isDeadLetterStream(name) {
+                throw TenancyError.invalidDeadLetterStream(name, reason: "a dead-letter stream keeps its one partition")
+            }
             guard partitions > current.partitions else {
                 throw TenancyError.partitionsCannotShrink(name: name, current: current.partitions, requested: partitions)
             }
