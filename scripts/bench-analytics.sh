@@ -15,6 +15,7 @@ OUT=${BENCH_OUT:-bench-results}
 if [ "${BENCH_TINY:-0}" = 1 ]; then DURATION=3; WARMUP=1; else DURATION=20; WARMUP=3; fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/eventflow-bench-analytics.XXXXXX)
+chmod 755 "$WORK"  # the embedded PostgreSQL runs as the postgres user
 DATA="$WORK/data"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); HTTP_PORT=$(free_port)

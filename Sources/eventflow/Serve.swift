@@ -106,6 +106,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Threads (each with its own database connection) serving catch-up reads below the tail cache.")
     var fetchCatchUpThreads = 2
 
+    @Option(help: "Share of the time the analytics projection (streams with --analytics on) may work while it is behind, in percent; beyond it, it falls behind instead of taking CPU and database time from ingest.")
+    var analyticsBusyPercentMax = 25
+
     func run() async throws {
         Self.boundAllocatorRetention()
         let level = Logger.Level(rawValue: logLevel) ?? .info  // validated
@@ -165,6 +168,7 @@ struct Serve: AsyncParsableCommand {
             configuration.fetch = FetchService.Configuration(
                 tailCacheBytesMax: tailCacheBytesMax, waitMillisecondsMax: fetchWaitMillisecondsMax,
                 responseBytesMax: fetchResponseBytesMax, catchUpThreads: fetchCatchUpThreads)
+            configuration.analytics = ProjectionPlan.Configuration(busyPercentMax: analyticsBusyPercentMax)
             if !noHTTP {
                 configuration.http = .init(host: httpHost, port: httpPort, migrationsDirectory: try Migrator.locateDirectory())
             }
@@ -248,7 +252,7 @@ extension Serve {
               (requestBytesMax ?? 1) > 0, (connectionRequestBytesMax ?? 1) > 0,
               unauthenticatedFrameBytesMax > 0, connectionsPerPeerMax > 0, authenticationTimeoutMilliseconds > 0,
               frameReadTimeoutMilliseconds > 0, idleTimeoutMilliseconds > 0, maintenanceIntervalSeconds > 0,
-              tailCacheBytesMax >= 0, fetchWaitMillisecondsMax >= 0, fetchResponseBytesMax > 0, (1...64).contains(fetchCatchUpThreads) else {
+              tailCacheBytesMax >= 0, (1...100).contains(analyticsBusyPercentMax), fetchWaitMillisecondsMax >= 0, fetchResponseBytesMax > 0, (1...64).contains(fetchCatchUpThreads) else {
             throw ValidationError("limits must be positive")
         }
     }

@@ -12,7 +12,7 @@ import Testing
 /// ids, JSONB payloads a GIN query finds, metadata), values that are not JSON become dead letters,
 /// exactly once across a cut connection mid-step and across a broker restart.
 @Suite struct AnalyticsProjectionTests {
-    static let quick = ProjectionPlan.Configuration(idleMilliseconds: 20)
+    static let quick = ProjectionPlan.Configuration(idleMilliseconds: 20, busyPercentMax: 100)
 
     static func enableAnalytics(_ db: PostgresConnection, _ stream: EventStream) throws {
         try Streams.setAnalytics(db, org: try Organizations.find(db, "acme"), name: stream.name, true)
@@ -79,7 +79,9 @@ import Testing
         let letters = try db.query("SELECT event_id, reason, payload::text AS payload FROM dead_letter_events ORDER BY reason")
         #expect(letters.map { $0["reason"] ?? "" } == ["analytics: the record has no value", "analytics: the value is not JSON"])
         #expect(letters.last?["event_id"]?.uppercased() == EventID.derive(streamID: harness.stream.id, partition: 0, offset: 6).uuidString)
-        #expect(letters.last?["payload"] == #"{"base64": "\#(Data("not json at all".utf8).base64EncodedString())"}"#)
+        #expect(letters.last?["payload"] == #"{"data": "\#(Data("not json at all".utf8).base64EncodedString())", "encoding": "base64"}"#)
+        #expect(try db.query("SELECT original_stream_id, original_partition, original_offset FROM dead_letter_events WHERE reason LIKE '%not JSON'")
+                    .first.map { [$0["original_stream_id"], $0["original_partition"], $0["original_offset"]] } == [streamID.lowercased(), "0", "6"])
         // The projector's position is visible as a committed offset of its internal group, and as consumer lag 0.
         #expect(try EventProjection.positions(db, streamID: harness.stream.id) == [0: 8, 1: 4])
         await connection.close()
@@ -153,6 +155,9 @@ import Testing
         // Caught up (or no batches known): idle for the configured time.
         #expect(plan.round(positions: [positions[0], positions[3]], committedEnd: { ends[$0] }) == [.idle(milliseconds: 250)])
         #expect(plan.round(positions: [], committedEnd: { _ in nil }) == [.idle(milliseconds: 250)])
+        // Behind, it works at most busyPercentMax of the time: 25 % → rests 3× what a round took.
+        #expect(ProjectionPlan(configuration: .init(busyPercentMax: 25)).rest(afterRoundOf: 40_000_000) == 120)
+        #expect(ProjectionPlan(configuration: .init(busyPercentMax: 100)).rest(afterRoundOf: 40_000_000) == 0)
     }
 
     @Test func clientsCannotUseTheInternalGroup() async throws {

@@ -61,9 +61,10 @@ final class AnalyticsProjector: Sendable {
     private func round() {
         let plan = plan
         let batcher = batcher
+        let started = NIODeadline.now().uptimeNanoseconds
         database.run(on: loop) { [self] db -> Int64 in
             let positions = try EventProjection.positions(db)
-            var idle: Int64 = 0
+            var idle: Int64?
             for action in plan.round(positions: positions, committedEnd: {
                 batcher.highWatermark(of: StreamPartition(streamID: $0.streamID, partition: $0.partition))
             }) {
@@ -74,7 +75,7 @@ final class AnalyticsProjector: Sendable {
                     try step(db, position, batchesMax: batchesMax, bytesMax: bytesMax)
                 }
             }
-            return idle
+            return idle ?? plan.rest(afterRoundOf: NIODeadline.now().uptimeNanoseconds - started)
         }.whenComplete { [self] result in
             switch result {
             case .success(let idle):
@@ -104,8 +105,8 @@ final class AnalyticsProjector: Sendable {
             let ids = Set(refused.map(\.id))
             projected.rows.removeAll { ids.contains($0.id) }
             projected.deadLetters += refused.map {
-                .init(eventID: $0.id, reason: "analytics: PostgreSQL refused the value as jsonb (\(error.message))",
-                      payloadJSON: Self.base64Object(Array($0.payloadJSON)))
+                .init(eventID: $0.id, offset: $0.offset, reason: "analytics: PostgreSQL refused the value as jsonb (\(error.message))",
+                      payloadJSON: DeadLetters.base64Payload($0.payloadJSON))
             }
             try EventProjection.store(db, streamID: position.streamID, partition: position.partition, rows: projected.rows,
                                       deadLetters: projected.deadLetters, next: last.lastOffset + 1, beforeCommit: beforeCommit)
@@ -130,8 +131,9 @@ final class AnalyticsProjector: Sendable {
         for batch in batches {
             let id = { (offset: Int64) in EventID.derive(streamID: position.streamID, partition: position.partition, offset: offset) }
             guard let view = try? RecordBatchView(validating: batch.bytes) else {
-                projected.deadLetters.append(.init(eventID: id(batch.baseOffset), reason: "analytics: the stored batch does not parse",
-                                                   payloadJSON: base64Object(Array(batch.bytes.readableBytesView))))
+                projected.deadLetters.append(.init(eventID: id(batch.baseOffset), offset: batch.baseOffset,
+                                                   reason: "analytics: the stored batch does not parse",
+                                                   payloadJSON: DeadLetters.base64Payload(Array(batch.bytes.readableBytesView))))
                 continue
             }
             if view.header.attributes.isControl { continue }
@@ -142,20 +144,21 @@ final class AnalyticsProjector: Sendable {
                     let value = record.value.map { Array($0.readableBytesView) }
                     guard let value, isJSON(value) else {
                         projected.deadLetters.append(.init(
-                            eventID: id(record.offset),
+                            eventID: id(record.offset), offset: record.offset,
                             reason: value == nil ? "analytics: the record has no value" : "analytics: the value is not JSON",
-                            payloadJSON: value.map(base64Object) ?? "null"))
+                            payloadJSON: value.map(DeadLetters.base64Payload) ?? "null"))
                         continue
                     }
                     let day = utcDay(record.timestamp)
                     projected.rows.append(.init(
-                        id: id(record.offset), payloadJSON: value,
+                        id: id(record.offset), offset: record.offset, payloadJSON: value,
                         metadataJSON: metadata(record, partition: position.partition, header: view.header),
                         createdAtMilliseconds: days.contains(day) ? record.timestamp : batch.createdAtMilliseconds))
                 }
             } catch {
-                projected.deadLetters.append(.init(eventID: id(batch.baseOffset), reason: "analytics: the batch's records do not decode: \(error)",
-                                                   payloadJSON: base64Object(Array(batch.bytes.readableBytesView))))
+                projected.deadLetters.append(.init(eventID: id(batch.baseOffset), offset: batch.baseOffset,
+                                                   reason: "analytics: the batch's records do not decode: \(error)",
+                                                   payloadJSON: DeadLetters.base64Payload(Array(batch.bytes.readableBytesView))))
             }
         }
         return projected
@@ -163,11 +166,6 @@ final class AnalyticsProjector: Sendable {
 
     static func isJSON(_ bytes: [UInt8]) -> Bool {
         (try? JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])) != nil
-    }
-
-    /// `{"base64": "..."}`: bytes that are not JSON, as JSON.
-    static func base64Object(_ bytes: [UInt8]) -> String {
-        "{\"base64\":\"\(Data(bytes).base64EncodedString())\"}"
     }
 
     static func metadata(_ record: Record, partition: Int32, header: RecordBatchHeader) -> [UInt8] {

@@ -15,13 +15,18 @@ public struct ProjectionPlan: Sendable {
         public var bytesPerStepMax: Int
         /// Partitions one round steps through before the projector looks at the positions again.
         public var stepsPerRoundMax: Int
+        /// Share of the time the projector works while it is behind, in percent: after a round that took
+        /// T it rests T × (100 / busyPercentMax − 1), so on a machine ingest saturates it takes at most
+        /// this share of a core (and of the database's attention) and falls behind instead.
+        public var busyPercentMax: Int
 
         public init(idleMilliseconds: Int64 = 500, batchesPerStepMax: Int = 256, bytesPerStepMax: Int = 8 << 20,
-                    stepsPerRoundMax: Int = 64) {
+                    stepsPerRoundMax: Int = 64, busyPercentMax: Int = 25) {
             self.idleMilliseconds = max(idleMilliseconds, 1)
             self.batchesPerStepMax = max(batchesPerStepMax, 1)
             self.bytesPerStepMax = max(bytesPerStepMax, 1)
             self.stepsPerRoundMax = max(stepsPerRoundMax, 1)
+            self.busyPercentMax = min(max(busyPercentMax, 1), 100)
         }
     }
 
@@ -33,6 +38,12 @@ public struct ProjectionPlan: Sendable {
     }
 
     public let configuration: Configuration
+
+    /// How long to rest after a busy round that took `nanoseconds` (see `busyPercentMax`), in milliseconds.
+    public func rest(afterRoundOf nanoseconds: UInt64) -> Int64 {
+        let worked = Int64(clamping: nanoseconds / 1_000_000)
+        return worked * Int64(100 - configuration.busyPercentMax) / Int64(configuration.busyPercentMax)
+    }
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration

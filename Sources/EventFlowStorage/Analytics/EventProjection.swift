@@ -95,26 +95,32 @@ public enum EventProjection {
     /// One `events` row: the event's derived id, its value as JSON text, its metadata as JSON text.
     public struct EventRow: Sendable {
         public var id: UUID
+        /// The record's offset (not stored: the id derives from it).
+        public var offset: Int64
         public var payloadJSON: [UInt8]
         public var metadataJSON: [UInt8]
         public var createdAtMilliseconds: Int64
 
-        public init(id: UUID, payloadJSON: [UInt8], metadataJSON: [UInt8], createdAtMilliseconds: Int64) {
+        public init(id: UUID, offset: Int64, payloadJSON: [UInt8], metadataJSON: [UInt8], createdAtMilliseconds: Int64) {
             self.id = id
+            self.offset = offset
             self.payloadJSON = payloadJSON
             self.metadataJSON = metadataJSON
             self.createdAtMilliseconds = createdAtMilliseconds
         }
     }
 
-    /// A record the projection could not store as an event, for `dead_letter_events`.
+    /// A record the projection could not store as an event, for `dead_letter_events` (its origin:
+    /// the projected partition and the record's offset).
     public struct DeadLetter: Sendable {
         public var eventID: UUID
+        public var offset: Int64
         public var reason: String
         public var payloadJSON: String
 
-        public init(eventID: UUID, reason: String, payloadJSON: String) {
+        public init(eventID: UUID, offset: Int64, reason: String, payloadJSON: String) {
             self.eventID = eventID
+            self.offset = offset
             self.reason = reason
             self.payloadJSON = payloadJSON
         }
@@ -154,8 +160,11 @@ public enum EventProjection {
                 try db.execute("INSERT INTO events (\(columns)) SELECT \(columns) FROM projection_rows ON CONFLICT DO NOTHING")
             }
             for letter in deadLetters {
-                try db.execute("INSERT INTO dead_letter_events (event_id, reason, payload) VALUES ($1::uuid, $2, $3::jsonb)",
-                               [letter.eventID.uuidString, letter.reason, letter.payloadJSON])
+                try db.execute("""
+                    INSERT INTO dead_letter_events (event_id, reason, payload, original_stream_id, original_partition, original_offset)
+                    VALUES ($1::uuid, $2, $3::jsonb, $4::uuid, $5::int, $6::bigint)
+                    """, [letter.eventID.uuidString, letter.reason, letter.payloadJSON, streamID.uuidString,
+                          String(partition), String(letter.offset)])
             }
             let group = try db.query("""
                 INSERT INTO consumer_groups (stream_id, name) VALUES ($1::uuid, $2)

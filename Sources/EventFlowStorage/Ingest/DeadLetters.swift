@@ -128,7 +128,7 @@ public enum DeadLetters {
         return base64Payload(value)
     }
 
-    static func base64Payload(_ value: [UInt8]) -> String {
+    public static func base64Payload(_ value: [UInt8]) -> String {
         #"{"encoding": "base64", "data": ""# + Data(value).base64EncodedString() + #""}"#
     }
 
