@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The analytics projection's cost and rate (part of `make bench`; alone: `make bench-analytics`):
 #   1. durable ingest into a stream without the projection (the reference)
-#   2. the same ingest into a stream with `--analytics on`, the projector running beside it
-#   3. the projection of run 1's stream switched on afterwards: a backfill of everything stored,
-#      timed from `stream alter --analytics on` until `events` holds every record (rows/s)
+#   2. the same ingest into a stream with `--analytics on`, the projector running beside it at its
+#      default share (`--analytics-busy-percent-max 25`)
+#   3. the broker restarted with the projector unbounded (`--analytics-busy-percent-max 100`) and no
+#      producers, run 1's stream switched on too: the projection of everything not yet in `events`,
+#      timed until it holds every record of both streams (rows/s)
 # 100-byte JSON events, LZ4, acks=-1, 8 connections, TLS, release build, fresh embedded PostgreSQL.
 # Writes $BENCH_OUT/analytics.json and prints the figures.
 #
@@ -12,22 +14,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.build/release}
 OUT=${BENCH_OUT:-bench-results}
-if [ "${BENCH_TINY:-0}" = 1 ]; then DURATION=3; WARMUP=1; else DURATION=20; WARMUP=3; fi
+if [ "${BENCH_TINY:-0}" = 1 ]; then DURATION=3; WARMUP=1; else DURATION=10; WARMUP=2; fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/eventflow-bench-analytics.XXXXXX)
 chmod 755 "$WORK"  # the embedded PostgreSQL runs as the postgres user
 DATA="$WORK/data"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); HTTP_PORT=$(free_port)
-"$BIN/eventflow" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" --log-level warning \
-    >"$WORK/serve.log" 2>&1 &
-SERVE_PID=$!
-trap 'kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-    python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$PORT" 2>/dev/null && break
-    kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-    sleep 0.2
-done
+# start_broker [serve flags...]
+start_broker() {
+    "$BIN/eventflow" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" --log-level warning "$@" \
+        >>"$WORK/serve.log" 2>&1 &
+    SERVE_PID=$!
+    for _ in $(seq 1 300); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$PORT" 2>/dev/null && return
+        kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+        sleep 0.2
+    done
+}
+stop_broker() { kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; }
+trap stop_broker EXIT
+start_broker
 cli() { "$BIN/eventflow" "$@" --data-dir "$DATA"; }
 cli org create bench >/dev/null
 cli apikey create --org bench --json >"$WORK/key.json"
@@ -62,22 +69,36 @@ PY
 }
 echo "== 1. ingest without the projection"; ingest plain
 echo "== 2. ingest with the projection running"; ingest projected
-caught_up projected >"$WORK/projected-caught-up.json"
-echo "== 3. backfill: the projection of run 1's stream"
+stop_broker
+echo "== 3. the projection unbounded, no producers: everything not yet in events"
 cli stream alter --org bench plain --analytics on >/dev/null
+BEFORE=$(python3 - "$BIN/eventflow" "$DATA" <<'PY'
+import json, subprocess, sys
+eventflow, data = sys.argv[1:]
+print(sum(json.loads(subprocess.run([eventflow, "stream", "describe", "--org", "bench", s, "--json", "--data-dir", data],
+                                    capture_output=True, text=True, check=True).stdout).get("analyticsRows", 0) for s in ("plain", "projected")))
+PY
+)
+start_broker --analytics-busy-percent-max 100
+caught_up projected >"$WORK/projected-caught-up.json"
 caught_up plain >"$WORK/backfill.json"
+echo "$BEFORE" >"$WORK/rows-before.txt"
 python3 - "$WORK" "$OUT/analytics.json" <<'PY'
 import json, sys
 work, out = sys.argv[1:]
 plain, projected = json.load(open(f"{work}/plain.json")), json.load(open(f"{work}/projected.json"))
-lagging, backfill = json.load(open(f"{work}/projected-caught-up.json")), json.load(open(f"{work}/backfill.json"))
+first, second = json.load(open(f"{work}/projected-caught-up.json")), json.load(open(f"{work}/backfill.json"))
+before = int(open(f"{work}/rows-before.txt").read())
+seconds = first["seconds"] + second["seconds"]
+rows = first["rows"] + second["rows"] - before
 result = {
     "ingest_without_projection_events_per_second": plain["events_per_second"],
     "ingest_with_projection_events_per_second": projected["events_per_second"],
-    "ingest_p99_ms_without": plain.get("latency_ms", {}).get("p99"), "ingest_p99_ms_with": projected.get("latency_ms", {}).get("p99"),
-    "projection_caught_up_seconds_after_ingest": round(lagging["seconds"], 2), "projected_rows": lagging["rows"],
-    "backfill_rows": backfill["rows"], "backfill_seconds": round(backfill["seconds"], 2),
-    "backfill_rows_per_second": round(backfill["rows"] / backfill["seconds"]) if backfill["seconds"] > 0 else None,
+    "ingest_p50_ms_without": plain["latency_ms"]["p50"], "ingest_p50_ms_with": projected["latency_ms"]["p50"],
+    "ingest_p99_ms_without": plain["latency_ms"]["p99"], "ingest_p99_ms_with": projected["latency_ms"]["p99"],
+    "rows_projected_during_ingest": before, "events_stored": first["rows"] + second["rows"],
+    "unbounded_projection_rows": rows, "unbounded_projection_seconds": round(seconds, 2),
+    "unbounded_projection_rows_per_second": round(rows / seconds) if seconds > 0 else None,
 }
 json.dump(result, open(out, "w"), indent=2)
 for key, value in result.items():

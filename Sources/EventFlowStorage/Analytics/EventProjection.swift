@@ -71,17 +71,23 @@ public enum EventProjection {
         public var bytes: ByteBuffer
     }
 
-    /// Batches of the partition with records at or after `offset`, in offset order, at most
-    /// `batchesMax` of them and — past the first — at most `bytesMax` bytes.
+    /// Batches of the partition with records at or after `offset`, in offset order with none left
+    /// out between them, at most `batchesMax` of them and — past the first — at most `bytesMax` bytes.
     public static func batches(_ db: PostgresConnection, _ position: Position, batchesMax: Int, bytesMax: Int) throws -> [StoredBatch] {
         var batches: [StoredBatch] = []
         var bytes = 0
+        var full = false
         try db.queryBinary("""
             SELECT base_offset, last_offset, created_at, batch FROM event_batches
             WHERE stream_id = $1::uuid AND partition = $2::int AND last_offset >= $3::bigint
             ORDER BY base_offset LIMIT $4::int
             """, [position.streamID.uuidString, String(position.partition), String(position.offset), String(max(batchesMax, 1))]) { row in
-            guard batches.isEmpty || bytes + row.byteCount(3) <= bytesMax else { return }
+            // The first batch that does not fit ends the read: a later, smaller one taken instead would
+            // move the position past the one left out.
+            guard !full, batches.isEmpty || bytes + row.byteCount(3) <= bytesMax else {
+                full = true
+                return
+            }
             var buffer = ByteBuffer()
             buffer.reserveCapacity(row.byteCount(3))
             row.withBytes(3) { _ = buffer.writeBytes($0) }
