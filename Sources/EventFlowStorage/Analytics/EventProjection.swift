@@ -72,7 +72,8 @@ public enum EventProjection {
     }
 
     /// Batches of the partition with records at or after `offset`, in offset order with none left
-    /// out between them, at most `batchesMax` of them and — past the first — at most `bytesMax` bytes.
+    /// out between them (from the batch holding `offset`, found through the primary key from below,
+    /// so a step's cost does not grow with the position), at most `batchesMax` of them and — past the first — at most `bytesMax` bytes.
     public static func batches(_ db: PostgresConnection, _ position: Position, batchesMax: Int, bytesMax: Int) throws -> [StoredBatch] {
         var batches: [StoredBatch] = []
         var bytes = 0
@@ -80,6 +81,8 @@ public enum EventProjection {
         try db.queryBinary("""
             SELECT base_offset, last_offset, created_at, batch FROM event_batches
             WHERE stream_id = $1::uuid AND partition = $2::int AND last_offset >= $3::bigint
+              AND base_offset >= COALESCE((SELECT max(base_offset) FROM event_batches
+                                           WHERE stream_id = $1::uuid AND partition = $2::int AND base_offset <= $3::bigint), 0)
             ORDER BY base_offset LIMIT $4::int
             """, [position.streamID.uuidString, String(position.partition), String(position.offset), String(max(batchesMax, 1))]) { row in
             // The first batch that does not fit ends the read: a later, smaller one taken instead would
