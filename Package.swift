@@ -110,6 +110,7 @@ let package = Package(
         .executableTarget(
             name: "eventflow",
             dependencies: [
+                "EventFlowProtocol",
                 "EventFlowStorage",
                 "EventFlowBroker",
                 "EventFlowClient",

@@ -50,7 +50,8 @@ private final class SharedCluster: @unchecked Sendable {
         if let failure { throw failure }
         do {
             let folder = TestCluster.temporaryDirectory("tests") + "/data"
-            let cluster = try EmbeddedPostgres(dataDirectory: folder)
+            // Dozens of suites run at once, each with brokers of ~6 connections and its own.
+            let cluster = try EmbeddedPostgres(dataDirectory: folder, connectionsMax: 600)
             try cluster.start()
             running = cluster
             stopAtExit = { try? cluster.stop(); try? FileManager.default.removeItem(atPath: folder) }

@@ -113,7 +113,9 @@ import Testing
         for _ in 0..<3 {
             _ = try await connection.call(produceRequest(topic: "orders", partition: 0, batch: try producedBatch(count: 4)), version: 7)
         }
-        let projector = AnalyticsProjector(configuration: .init(), databaseURL: harness.databaseURL,
+        let control = ControlPlane(databaseURL: harness.databaseURL, threads: 1)
+        defer { control.shutdown() }
+        let projector = AnalyticsProjector(configuration: .init(), databaseURL: harness.databaseURL, control: control,
                                            batcher: harness.broker.servicesForTests.batcher,
                                            loop: MultiThreadedEventLoopGroup.singleton.next(),
                                            logger: Logger(label: "test.analytics"), metrics: BrokerMetrics())

@@ -17,6 +17,10 @@ import NIOCore
 /// what to read; this class only executes it.
 final class AnalyticsProjector: Sendable {
     private let plan: ProjectionPlan
+    /// The broker's control plane: the positions are looked up there (one cheap query a round), so a
+    /// broker with no projected stream holds no connection of its own for the projector.
+    private let control: ControlPlane
+    /// The projector's own connection, for the steps (long COPYs must not hold a control-plane thread).
     private let database: ControlPlane
     private let batcher: WriteAheadBatcher
     private let loop: any EventLoop
@@ -27,9 +31,10 @@ final class AnalyticsProjector: Sendable {
     /// Largest records section one projected LZ4 batch may decompress to.
     static let decompressedBatchBytesMax = 64 << 20
 
-    init(configuration: ProjectionPlan.Configuration, databaseURL: String, batcher: WriteAheadBatcher,
+    init(configuration: ProjectionPlan.Configuration, databaseURL: String, control: ControlPlane, batcher: WriteAheadBatcher,
          loop: any EventLoop, logger: Logger, metrics: BrokerMetrics) {
         self.plan = ProjectionPlan(configuration: configuration)
+        self.control = control
         self.database = ControlPlane(databaseURL: databaseURL, threads: 1)
         self.batcher = batcher
         self.loop = loop
@@ -62,20 +67,19 @@ final class AnalyticsProjector: Sendable {
         let plan = plan
         let batcher = batcher
         let started = NIODeadline.now().uptimeNanoseconds
-        database.run(on: loop) { [self] db -> Int64 in
-            let positions = try EventProjection.positions(db)
-            var idle: Int64?
-            for action in plan.round(positions: positions, committedEnd: {
+        control.run(on: loop) { db in
+            try EventProjection.positions(db)
+        }.flatMap { [self] positions -> EventLoopFuture<Int64> in
+            let actions = plan.round(positions: positions, committedEnd: {
                 batcher.highWatermark(of: StreamPartition(streamID: $0.streamID, partition: $0.partition))
-            }) {
-                switch action {
-                case .idle(let milliseconds):
-                    idle = milliseconds
-                case .step(let position, let batchesMax, let bytesMax):
+            })
+            if case .idle(let milliseconds) = actions.first { return loop.makeSucceededFuture(milliseconds) }
+            return database.run(on: loop) { [self] db -> Int64 in
+                for case .step(let position, let batchesMax, let bytesMax) in actions {
                     try step(db, position, batchesMax: batchesMax, bytesMax: bytesMax)
                 }
+                return plan.rest(afterRoundOf: NIODeadline.now().uptimeNanoseconds - started)
             }
-            return idle ?? plan.rest(afterRoundOf: NIODeadline.now().uptimeNanoseconds - started)
         }.whenComplete { [self] result in
             switch result {
             case .success(let idle):

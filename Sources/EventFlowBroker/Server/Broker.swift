@@ -68,7 +68,7 @@ public final class Broker: Sendable {
                                    timerLoop: group.next(), logger: logger, metrics: metrics)
         batcher.onFlushCommitted { fetches.committed($0) }
         projector = configuration.analytics.map {
-            AnalyticsProjector(configuration: $0, databaseURL: databaseURL, batcher: batcher, loop: group.next(),
+            AnalyticsProjector(configuration: $0, databaseURL: databaseURL, control: controlPlane, batcher: batcher, loop: group.next(),
                                logger: logger, metrics: metrics)
         }
         let groups = GroupService(configuration: configuration.groups, controlPlane: controlPlane, timerLoop: group.next(), logger: logger)

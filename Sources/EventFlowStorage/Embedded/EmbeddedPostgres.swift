@@ -44,6 +44,8 @@ public final class EmbeddedPostgres: @unchecked Sendable {
 
     public let dataDirectory: String
     public let requestedPort: Int?
+    /// `max_connections` written into a new cluster's configuration (a broker holds up to ~6).
+    public let connectionsMax: Int
     private let binDirectory: String
     private let runAsUser: String?
     /// True when this instance started the server, so `stop()` stops it.
@@ -55,9 +57,10 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     var passwordFile: String { dataDirectory + "/db-password" }
     var servePidFile: String { dataDirectory + "/serve.pid" }
 
-    public init(dataDirectory: String, port: Int? = nil) throws {
+    public init(dataDirectory: String, port: Int? = nil, connectionsMax: Int = 200) throws {
         self.dataDirectory = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
         self.requestedPort = port
+        self.connectionsMax = max(connectionsMax, 10)
         self.binDirectory = try Self.locateBinaries()
         self.runAsUser = geteuid() == 0 ? "postgres" : nil
     }
@@ -194,7 +197,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
             # EventFlow embedded cluster
             listen_addresses = '127.0.0.1'
             unix_socket_directories = ''
-            max_connections = 200
+            max_connections = \(connectionsMax)
             shared_buffers = 256MB
             max_wal_size = 4GB
             checkpoint_timeout = 15min
