@@ -26,17 +26,14 @@ public struct JSONLogHandler: LogHandler {
     public static func standardError(label: String) -> JSONLogHandler {
         JSONLogHandler(label: label) { line in
             standardErrorLock.withLock {
-                var bytes = Array(line.utf8)
+                let bytes = Array(line.utf8)
                 var written = 0
                 while written < bytes.count {
-                    let result = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + written, $0.count - written) }
-                    if result <= 0 {
-                        if result < 0, errno == EINTR { continue }
-                        return
-                    }
+                    let result = bytes.withUnsafeBytes { write(2, $0.baseAddress! + written, $0.count - written) }
+                    if result < 0, errno == EINTR { continue }
+                    guard result > 0 else { return }
                     written += result
                 }
-                bytes.removeAll()
             }
         }
     }

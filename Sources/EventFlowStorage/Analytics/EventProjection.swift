@@ -45,17 +45,8 @@ public enum EventProjection {
 
     /// The projection's position of each partition of one stream (nil: never projected).
     public static func positions(_ db: PostgresConnection, streamID: UUID) throws -> [Int32: Int64] {
-        var positions: [Int32: Int64] = [:]
-        for row in try db.query("""
-            SELECT p.partition, p.committed_offset FROM consumer_groups g
-            JOIN consumer_partition_offsets p ON p.consumer_group_id = g.id
-            WHERE g.stream_id = $1::uuid AND g.name = $2
-            """, [streamID.uuidString, groupName]) {
-            if let partition = row["partition"].flatMap({ Int32($0) }), let offset = row["committed_offset"].flatMap({ Int64($0) }) {
-                positions[partition] = offset
-            }
-        }
-        return positions
+        Dictionary(try GroupOffsets.committed(db, group: groupName, streamID: streamID).map { ($0.partition, $0.offset) },
+                   uniquingKeysWith: max)
     }
 
     /// Rows of the stream in `events` (through the (stream_id, created_at) index).
@@ -175,17 +166,8 @@ public enum EventProjection {
                     """, [letter.eventID.uuidString, letter.reason, letter.payloadJSON, streamID.uuidString,
                           String(partition), String(letter.offset)])
             }
-            let group = try db.query("""
-                INSERT INTO consumer_groups (stream_id, name) VALUES ($1::uuid, $2)
-                ON CONFLICT (stream_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id
-                """, [streamID.uuidString, groupName])
-            guard let groupID = group.first?["id"] else { throw DatabaseError(message: "the analytics group row was not returned") }
-            try db.execute("""
-                INSERT INTO consumer_partition_offsets (consumer_group_id, partition, committed_offset, updated_at)
-                VALUES ($1::uuid, $2::int, $3::bigint, CURRENT_TIMESTAMP)
-                ON CONFLICT (consumer_group_id, partition) DO UPDATE
-                SET committed_offset = EXCLUDED.committed_offset, updated_at = EXCLUDED.updated_at
-                """, [groupID, String(partition), String(next)])
+            // The position is an ordinary commit of the internal group, in this transaction.
+            try GroupOffsets.store(db, group: groupName, [CommittedOffset(streamID: streamID, partition: partition, offset: next, metadata: nil)])
             try beforeCommit()
         }
     }

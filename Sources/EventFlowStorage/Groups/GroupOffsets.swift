@@ -60,30 +60,34 @@ public enum GroupOffsets {
     /// Stores the commits in one transaction.
     public static func commit(_ db: PostgresConnection, group: String, _ commits: [CommittedOffset]) throws {
         guard !commits.isEmpty else { return }
+        try db.transaction { try store(db, group: group, commits) }
+    }
+
+    /// The statements of `commit`, inside a transaction the caller holds (the analytics projection
+    /// stores its position with the rows it projected).
+    public static func store(_ db: PostgresConnection, group: String, _ commits: [CommittedOffset]) throws {
         let byStream = Dictionary(grouping: commits, by: \.streamID)
-        try db.transaction {
-            for (streamID, partitions) in byStream.sorted(by: { $0.key.uuidString < $1.key.uuidString }) {
-                let rows = try db.query("""
-                    INSERT INTO consumer_groups (stream_id, name) VALUES ($1::uuid, $2)
-                    ON CONFLICT (stream_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id
-                    """, [streamID.uuidString, group])
-                guard let groupRowID = rows.first?["id"] else { throw DatabaseError(message: "consumer_groups upsert returned no id") }
-                try db.execute("""
-                    INSERT INTO consumer_partition_offsets (consumer_group_id, partition, committed_offset, metadata, updated_at)
-                    SELECT $1::uuid, p, o, m, CURRENT_TIMESTAMP FROM unnest($2::int[], $3::bigint[], $4::text[]) AS t(p, o, m)
-                    ON CONFLICT (consumer_group_id, partition) DO UPDATE
-                    SET committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
-                    """, [groupRowID, PostgresConnection.arrayLiteral(partitions.map { String($0.partition) }),
-                          PostgresConnection.arrayLiteral(partitions.map { String($0.offset) }), PostgresConnection.arrayLiteral(partitions.map(\.metadata))])
-                // The seed's one row per group: the last event the group processed (offset - 1) of this commit.
-                let last = partitions.last { $0.offset > 0 }
-                let eventID = last.map { EventID.derive(streamID: streamID, partition: $0.partition, offset: $0.offset - 1).uuidString }
-                try db.execute("""
-                    INSERT INTO consumer_offsets (consumer_group_id, last_event_id, updated_at) VALUES ($1::uuid, $2::uuid, CURRENT_TIMESTAMP)
-                    ON CONFLICT (consumer_group_id) DO UPDATE
-                    SET last_event_id = COALESCE(EXCLUDED.last_event_id, consumer_offsets.last_event_id), updated_at = EXCLUDED.updated_at
-                    """, [groupRowID, eventID])
-            }
+        for (streamID, partitions) in byStream.sorted(by: { $0.key.uuidString < $1.key.uuidString }) {
+            let rows = try db.query("""
+                INSERT INTO consumer_groups (stream_id, name) VALUES ($1::uuid, $2)
+                ON CONFLICT (stream_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id
+                """, [streamID.uuidString, group])
+            guard let groupRowID = rows.first?["id"] else { throw DatabaseError(message: "consumer_groups upsert returned no id") }
+            try db.execute("""
+                INSERT INTO consumer_partition_offsets (consumer_group_id, partition, committed_offset, metadata, updated_at)
+                SELECT $1::uuid, p, o, m, CURRENT_TIMESTAMP FROM unnest($2::int[], $3::bigint[], $4::text[]) AS t(p, o, m)
+                ON CONFLICT (consumer_group_id, partition) DO UPDATE
+                SET committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at
+                """, [groupRowID, PostgresConnection.arrayLiteral(partitions.map { String($0.partition) }),
+                      PostgresConnection.arrayLiteral(partitions.map { String($0.offset) }), PostgresConnection.arrayLiteral(partitions.map(\.metadata))])
+            // The seed's one row per group: the last event the group processed (offset - 1) of this commit.
+            let last = partitions.last { $0.offset > 0 }
+            let eventID = last.map { EventID.derive(streamID: streamID, partition: $0.partition, offset: $0.offset - 1).uuidString }
+            try db.execute("""
+                INSERT INTO consumer_offsets (consumer_group_id, last_event_id, updated_at) VALUES ($1::uuid, $2::uuid, CURRENT_TIMESTAMP)
+                ON CONFLICT (consumer_group_id) DO UPDATE
+                SET last_event_id = COALESCE(EXCLUDED.last_event_id, consumer_offsets.last_event_id), updated_at = EXCLUDED.updated_at
+                """, [groupRowID, eventID])
         }
     }
 
