@@ -386,6 +386,13 @@ public final class EventFlowProducer: Service, Sendable {
                               topicData: order.map { .init(name: $0, partitionData: byStream[$0] ?? []) })
     }
 
+    /// What a v8+ answer says about a refused partition: its message and each record it names.
+    static func refusal(_ answer: ProduceResponse.PartitionResponse) -> String? {
+        let records = answer.recordErrors.map { "record \($0.batchIndex): \($0.message ?? "refused")" }
+        let parts = (answer.errorMessage.map { [$0] } ?? []) + records
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
+
     /// The answer (nil with acks 0) or the failure of a request: each batch is acknowledged, put
     /// back to be retried, or failed.
     private func completeBatches(_ batches: [SealedBatch], response result: Result<ProduceResponse?, ProducerError>) {
@@ -403,7 +410,7 @@ public final class EventFlowProducer: Service, Sendable {
                 case .noError: return .acknowledged(baseOffset: answer.baseOffset)
                 // The broker already stored this batch; its offset is not in this answer.
                 case .duplicateSequenceNumber: return .acknowledged(baseOffset: nil)
-                default: return .failed(.broker(answer.errorCode, message: nil))
+                default: return .failed(.broker(answer.errorCode, message: Self.refusal(answer)))
                 }
             }
         case .failure(let error):

@@ -191,13 +191,16 @@ struct StreamCommand: ParsableCommand {
         @Argument(help: "Stream name (letters, digits, '.', '_', '-').") var name: String
         @Option(help: "Number of partitions (1-\(Streams.partitionsMax)).") var partitions = 1
         @Option(help: "How long batches are kept, in hours.") var retentionHours = Streams.defaultRetentionHours
+        @Option(help: "A JSON Schema (draft 2020-12 subset, docs/storage.md) every produced record's value must match.")
+        var schema: String?
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var output: OutputOptions
 
         func run() throws {
+            let schemaText = try schema.map(readSchemaFile)
             let stream = try withDatabase(database) { db in
                 try Streams.create(db, org: try Organizations.find(db, org), name: name, partitions: partitions,
-                                   retentionHours: retentionHours)
+                                   retentionHours: retentionHours, schema: schemaText)
             }
             if output.json { try printJSON(stream); return }
             print("Created stream \(stream.name) with \(stream.partitions) partition(s), retention \(stream.retentionHours) h (\(stream.id.uuidString.lowercased()))")
@@ -293,6 +296,8 @@ struct StreamCommand: ParsableCommand {
         @Option(help: "How long batches are kept, in hours.") var retentionHours: Int?
         @Option(help: "on: the broker copies the stream's records into `events` (JSONB, GIN index); off: it stops, keeping its position.")
         var analytics: Switch?
+        @Option(help: "A JSON Schema file every produced record's value must match from now on.") var schema: String?
+        @Flag(help: "Remove the stream's schema: records are no longer checked.") var noSchema = false
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var output: OutputOptions
 
@@ -301,21 +306,25 @@ struct StreamCommand: ParsableCommand {
         }
 
         func validate() throws {
-            guard retentionHours != nil || analytics != nil else {
-                throw ValidationError("nothing to change: give --retention-hours and/or --analytics on|off")
+            guard retentionHours != nil || analytics != nil || schema != nil || noSchema else {
+                throw ValidationError("nothing to change: give --retention-hours, --analytics on|off, --schema FILE or --no-schema")
             }
+            guard schema == nil || !noSchema else { throw ValidationError("--schema and --no-schema exclude each other") }
         }
 
         func run() throws {
+            let schemaText = try schema.map(readSchemaFile)
             let stream = try withDatabase(database) { db -> EventStream in
                 let organization = try Organizations.find(db, org)
                 var stream = try Streams.find(db, org: organization, name: name)
+                if let schemaText { stream = try Streams.setSchema(db, org: organization, name: name, schemaText) }
+                if noSchema { stream = try Streams.setSchema(db, org: organization, name: name, nil) }
                 if let retentionHours { stream = try Streams.alter(db, org: organization, name: name, retentionHours: retentionHours) }
                 if let analytics { stream = try Streams.setAnalytics(db, org: organization, name: name, analytics == .on) }
                 return stream
             }
             if output.json { try printJSON(stream); return }
-            print("Altered stream \(stream.name): retention \(stream.retentionHours) h, analytics \(stream.analytics ? "on" : "off")")
+            print("Altered stream \(stream.name): retention \(stream.retentionHours) h, analytics \(stream.analytics ? "on" : "off"), schema \(stream.schema == nil ? "none" : "set")")
         }
     }
 
@@ -334,4 +343,19 @@ struct StreamCommand: ParsableCommand {
             print("Deleted stream \(stream.name) (soft delete; data kept)")
         }
     }
+}
+
+/// A schema file's text ("-": standard input), or a clear error when it cannot be read.
+func readSchemaFile(_ path: String) throws -> String {
+    let data: Data
+    if path == "-" {
+        data = FileHandle.standardInput.readDataToEndOfFile()
+    } else {
+        guard let contents = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("cannot read schema file '\(path)'")
+        }
+        data = contents
+    }
+    guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("schema file '\(path)' is not UTF-8") }
+    return text
 }

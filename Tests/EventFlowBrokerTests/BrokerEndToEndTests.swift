@@ -233,7 +233,7 @@ import Testing
         let (correlationID, versions) = try await probe.receive(ApiVersionsResponse.self, version: 0)
         #expect(correlationID == 77)
         #expect(versions.errorCode == .unsupportedVersion)
-        #expect(versions.apiKeys.contains { $0.apiKey == APIKey.produce.rawValue && $0.maxVersion == 7 })
+        #expect(versions.apiKeys.contains { $0.apiKey == APIKey.produce.rawValue && $0.maxVersion == 8 })
         let (_, ok) = try await probe.call(ApiVersionsRequest(), version: 2)
         #expect(ok.errorCode == .noError)
         // Only the APIs this broker answers are advertised, so clients do not call the others.

@@ -79,14 +79,15 @@ struct CLI {
 
         let altered = try cli.run("stream", "alter", "--org", "acme", "orders", "--retention-hours", "12")
         #expect(altered.status == 0)
-        #expect(altered.stdout == "Altered stream orders: retention 12 h, analytics off\n")
+        #expect(altered.stdout == "Altered stream orders: retention 12 h, analytics off, schema none\n")
         let projected = try cli.run("stream", "alter", "--org", "acme", "orders", "--analytics", "on")
-        #expect(projected.stdout == "Altered stream orders: retention 12 h, analytics on\n")
+        #expect(projected.stdout == "Altered stream orders: retention 12 h, analytics on, schema none\n")
         let described = try cli.run("stream", "describe", "--org", "acme", "orders")
         #expect(described.stdout.contains("analytics:   on\n  partition 0: end 0, projected to 0, lag 0\n"), "\(described.stdout)")
         let nothing = try cli.run("stream", "alter", "--org", "acme", "orders")
         #expect(nothing.status != 0)
-        #expect(nothing.stderr.contains("nothing to change: give --retention-hours and/or --analytics on|off"), "\(nothing.stderr)")
+        #expect(nothing.stderr.contains("nothing to change: give --retention-hours, --analytics on|off, --schema FILE or --no-schema"),
+                "\(nothing.stderr)")
         let afterAlter = try cli.run("stream", "describe", "--org", "acme", "orders", "--json")
         #expect((try JSONSerialization.jsonObject(with: Data(afterAlter.stdout.utf8)) as? [String: Any])?["retentionHours"] as? Int == 12)
         let zero = try cli.run("stream", "alter", "--org", "acme", "orders", "--retention-hours", "0")
@@ -110,6 +111,38 @@ struct CLI {
         let gone = try cli.run("stream", "describe", "--org", "acme", "orders")
         #expect(gone.status == 1)
         #expect(gone.stderr == "error: unknown stream 'orders' in organization 'acme'\n")
+    }
+
+    @Test func streamSchemaIsSetCheckedAndRemoved() throws {
+        try cli.run("org", "create", "acme")
+        let unsupported = cli.directory + "/unsupported.json"
+        try #"{"type": "object", "anyOf": [{"required": ["id"]}]}"#.write(toFile: unsupported, atomically: true, encoding: .utf8)
+        let refused = try cli.run("stream", "create", "--org", "acme", "orders", "--schema", unsupported)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.hasPrefix("error: invalid schema at /anyOf: keyword 'anyOf' is not supported (EventFlow enforces type, "),
+                "\(refused.stderr)")
+        #expect(try cli.run("stream", "list", "--org", "acme", "--json").stdout.contains("orders") == false)
+
+        let schema = cli.directory + "/order.json"
+        try #"{"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}}"#
+            .write(toFile: schema, atomically: true, encoding: .utf8)
+        let created = try cli.run("stream", "create", "--org", "acme", "orders", "--schema", schema)
+        #expect(created.status == 0, "\(created.stderr)")
+        let described = try cli.run("stream", "describe", "--org", "acme", "orders", "--json")
+        let stored = (try JSONSerialization.jsonObject(with: Data(described.stdout.utf8)) as? [String: Any])?["schema"] as? String
+        let storedObject = stored.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? NSDictionary }
+        #expect(storedObject?["required"] as? [String] == ["id"])
+
+        let missing = try cli.run("stream", "alter", "--org", "acme", "orders", "--schema", cli.directory + "/nope.json")
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("cannot read schema file"), "\(missing.stderr)")
+        let badAlter = try cli.run("stream", "alter", "--org", "acme", "orders", "--schema", unsupported)
+        #expect(badAlter.status == 1)
+        #expect(badAlter.stderr.hasPrefix("error: invalid schema at /anyOf"), "\(badAlter.stderr)")
+        let removed = try cli.run("stream", "alter", "--org", "acme", "orders", "--no-schema")
+        #expect(removed.stdout == "Altered stream orders: retention 168 h, analytics off, schema none\n", "\(removed.stderr)")
+        let set = try cli.run("stream", "alter", "--org", "acme", "orders", "--schema", schema)
+        #expect(set.stdout == "Altered stream orders: retention 168 h, analytics off, schema set\n", "\(set.stderr)")
     }
 
     @Test func userCreateHashesAndRejectsBadEmail() throws {

@@ -60,7 +60,7 @@ struct ProducerTests {
         let keys = broker.requests.map(\.header.apiKey)
         #expect(Array(keys.prefix(5)) == [.apiVersions, .saslHandshake, .saslAuthenticate, .initProducerId, .metadata])
         // Negotiated: the highest version both sides serve.
-        #expect(broker.requests.first { $0.header.apiKey == .produce }?.header.apiVersion == 7)
+        #expect(broker.requests.first { $0.header.apiKey == .produce }?.header.apiVersion == 8)
         #expect(broker.requests.first?.header.apiVersion == 3)
         let produces = broker.produceRequests
         #expect(produces.allSatisfy { $0.acks == -1 && $0.transactionalId == nil })

@@ -69,7 +69,7 @@ struct MessageVector: CustomStringConvertible, Sendable {
                 }
             }
         }
-        #expect(MessageVector.all.count == 200)
+        #expect(MessageVector.all.count == 202)
     }
 
     @Test(arguments: MessageVector.all)

@@ -75,6 +75,12 @@ public struct ResolvedStream: Hashable, Sendable {
     public var partitions: Int32
     /// A `<name>.dlq` stream: its batches get `dead_letter_events` rows when flushed.
     public var isDeadLetter: Bool = false
+    /// The stream's payload schema: every produced record is checked against it. nil: none, and
+    /// the stream's batches are never decoded beyond the structural check.
+    public var schema: StreamSchema? = nil
+    /// Set when the stored schema cannot be compiled (written around EventFlow's checks): every
+    /// produce to the stream is refused with this message rather than stored unchecked.
+    public var unusableSchema: String? = nil
 }
 
 /// Stream names → ids per organization, cached briefly, and registration of new streams'
@@ -133,13 +139,23 @@ public final class StreamDirectory: Sendable {
                 try DeadLetterStreams.ensure(db, organizationID: organizationID, names: missingNames)
             }
             let rows = try db.query(
-                "SELECT id, name, partitions FROM event_streams WHERE org_id = $1 AND is_active AND name = ANY($2::text[])",
+                """
+                SELECT id, name, partitions, schema::text AS schema FROM event_streams
+                WHERE org_id = $1 AND is_active AND name = ANY($2::text[])
+                """,
                 [organizationID.uuidString, PostgresConnection.arrayLiteral(missingNames)])
             for name in missingNames { looked[name] = .some(nil) }
             for row in rows {
                 guard let id = row["id"].flatMap(UUID.init(uuidString:)), let name = row["name"],
                       let partitions = row["partitions"].flatMap({ Int32($0) }) else { continue }
-                let stream = ResolvedStream(id: id, partitions: partitions, isDeadLetter: DeadLetterStreams.isDeadLetterStream(name))
+                var stream = ResolvedStream(id: id, partitions: partitions, isDeadLetter: DeadLetterStreams.isDeadLetterStream(name))
+                if let text = row["schema"] {
+                    do {
+                        stream.schema = try StreamSchema(text: text)
+                    } catch {
+                        stream.unusableSchema = "the stream's stored schema cannot be used: \(error)"
+                    }
+                }
                 looked[name] = .some(stream)
                 if !batcher.isRegistered(StreamPartition(streamID: id, partition: partitions - 1)) {
                     try Self.register(db, streamID: id, batcher: batcher)

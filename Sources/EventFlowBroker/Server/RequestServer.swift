@@ -121,6 +121,10 @@ struct RequestServer {
     struct Refusal: Error {
         var code: ErrorCode
         var message: String
+        /// Produce v8+: the records that caused the refusal (a schema's violations).
+        var recordErrors: [ProduceResponse.RecordError] = []
+        /// Records refused by the stream's schema, for `dead_letter_events`.
+        var refusedRecords: [DeadLetters.RefusedRecord] = []
     }
 
     /// Partition count and retention for a CreateTopics entry, or why it is refused (topics.md).
@@ -305,12 +309,25 @@ struct RequestServer {
         let promise = eventLoop.makePromise(of: ProduceResponse.self)
         let batcher = services.batcher
         let decompressedBytesMax = services.configuration.decompressedBatchBytesMax
+        let controlPlane = services.controlPlane
+        let logger = logger
+        // Records a stream's schema refused are written to dead_letter_events before the answer.
+        let writeRefused: ProduceCollector.RefusedRecordsWriter = { stream, partition, records in
+            controlPlane.run(on: eventLoop) { db in
+                try DeadLetters.insertRefused(db, streamID: stream.id, streamName: stream.name, partition: partition, records,
+                                              failedAt: Date())
+            }.recover { error in
+                logger.error("refused records could not be written to dead_letter_events",
+                             metadata: ["stream": "\(stream.name)", "partition": "\(partition)", "records": "\(records.count)",
+                                        "error": "\(error)"])
+            }
+        }
         let accepted = resolved.map { streams -> Void in
             let collector = ProduceCollector(request: request, ackMode: ackMode, decompressedBatchBytesMax: decompressedBytesMax,
                                              promise: promise)
-            collector.start(streams: streams, organizationID: organizationID, batcher: batcher, eventLoop: eventLoop)
+            collector.start(streams: streams, organizationID: organizationID, batcher: batcher, eventLoop: eventLoop,
+                            writeRefused: writeRefused)
         }
-        let logger = logger
         accepted.whenFailure { error in
             logger.error("stream lookup failed", metadata: ["error": "\(error)"])
             promise.succeed(everyPartition(.kafkaStorageError))
@@ -328,7 +345,15 @@ final class ProduceCollector {
         var remaining = 0
         var baseOffset: Int64 = -1
         var error: ErrorCode?
+        var errorMessage: String?
+        var recordErrors: [ProduceResponse.RecordError] = []
+        /// Refused records whose dead_letter_events rows are being written: answered after them.
+        var writingDeadLetters = false
     }
+
+    /// Writes a partition's schema-refused records to dead_letter_events; never fails (it logs).
+    typealias RefusedRecordsWriter = @Sendable (_ stream: (id: UUID, name: String), _ partition: Int32,
+                                                _ records: [DeadLetters.RefusedRecord]) -> EventLoopFuture<Void>
 
     private let request: ProduceRequest
     private let ackMode: AckMode
@@ -346,9 +371,11 @@ final class ProduceCollector {
         self.promise = promise
     }
 
-    func start(streams: [String: ResolvedStream?], organizationID: UUID, batcher: WriteAheadBatcher, eventLoop: any EventLoop) {
+    func start(streams: [String: ResolvedStream?], organizationID: UUID, batcher: WriteAheadBatcher, eventLoop: any EventLoop,
+               writeRefused: RefusedRecordsWriter) {
         var seen: [String: [Int32: Int]] = [:]
         var accepted: [(slot: Int, batches: [ValidatedBatch])] = []
+        var refused: [(slot: Int, stream: (id: UUID, name: String), records: [DeadLetters.RefusedRecord])] = []
         for (topicIndex, topic) in request.topicData.enumerated() {
             for (partitionIndex, data) in topic.partitionData.enumerated() {
                 let slotIndex = slots.count
@@ -365,16 +392,31 @@ final class ProduceCollector {
                     slots[slotIndex].error = .unknownTopicOrPartition
                     continue
                 }
+                if let unusable = stream.unusableSchema {
+                    slots[slotIndex].error = .invalidRecord
+                    slots[slotIndex].errorMessage = unusable
+                    continue
+                }
                 switch Self.validate(data.records, partition: StreamPartition(streamID: stream.id, partition: data.index),
                                      ackMode: ackMode, decompressedBytesMax: decompressedBatchBytesMax, batcher: batcher,
-                                     deadLetterOrganizationID: stream.isDeadLetter ? organizationID : nil) {
+                                     deadLetterOrganizationID: stream.isDeadLetter ? organizationID : nil, schema: stream.schema) {
                 case .success(let batches): accepted.append((slotIndex, batches))
-                case .failure(let refusal): slots[slotIndex].error = refusal.code
+                case .failure(let refusal):
+                    slots[slotIndex].error = refusal.code
+                    slots[slotIndex].errorMessage = refusal.message
+                    slots[slotIndex].recordErrors = refusal.recordErrors
+                    if !refusal.refusedRecords.isEmpty {
+                        refused.append((slotIndex, (stream.id, topic.name), refusal.refusedRecords))
+                    }
                 }
             }
         }
         for (slot, batches) in accepted { slots[slot].remaining = batches.count }
-        unanswered = ackMode == .none ? 0 : slots.filter { $0.error == nil && $0.remaining > 0 }.count
+        for (slot, _, _) in refused where ackMode != .none {
+            slots[slot].writingDeadLetters = true
+            slots[slot].remaining = 1
+        }
+        unanswered = ackMode == .none ? 0 : slots.filter { ($0.error == nil || $0.writingDeadLetters) && $0.remaining > 0 }.count
         if ackMode == .durable, unanswered > 0 {
             let bound = NIOLoopBound(self, eventLoop: eventLoop)
             timeout = eventLoop.scheduleTask(in: .milliseconds(Int64(max(request.timeoutMs, 0)))) {
@@ -382,6 +424,12 @@ final class ProduceCollector {
             }
         }
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        for (slot, stream, records) in refused {
+            let partition = slots[slot].index
+            writeRefused(stream, partition, records).hop(to: eventLoop).whenComplete { _ in
+                bound.value.deadLettersWritten(slot: slot)
+            }
+        }
         for (slot, batches) in accepted {
             for (position, batch) in batches.enumerated() {
                 batcher.accept(batch) { outcome in
@@ -397,14 +445,22 @@ final class ProduceCollector {
     /// Each batch's records are walked (LZ4 decompressed, at most `decompressedBytesMax` bytes): a
     /// batch whose CRC matches but whose records contradict its header is INVALID_RECORD, as
     /// Kafka's log validator answers, so no consumer ever meets an unreadable batch.
+    ///
+    /// With a `schema`, every record's value is parsed and checked against it instead: one record
+    /// that breaks it refuses the partition's batches (INVALID_RECORD, as Kafka refuses a batch), each
+    /// offending record named in `recordErrors` by its position among the partition's records and
+    /// returned for `dead_letter_events`. Streams without a schema never pay for this.
     static func validate(_ records: ByteBuffer?, partition: StreamPartition, ackMode: AckMode,
                          decompressedBytesMax: Int, batcher: WriteAheadBatcher,
-                         deadLetterOrganizationID: UUID? = nil) -> Result<[ValidatedBatch], RequestServer.Refusal> {
+                         deadLetterOrganizationID: UUID? = nil, schema: StreamSchema? = nil) -> Result<[ValidatedBatch], RequestServer.Refusal> {
         guard let records, records.readableBytes > 0 else {
             return .failure(.init(code: .invalidRecord, message: "no record batch"))
         }
         var sequence = RecordBatchSequence(records)
         var batches: [ValidatedBatch] = []
+        var recordIndex: Int32 = 0
+        var refusedRecords: [DeadLetters.RefusedRecord] = []
+        var recordErrors: [ProduceResponse.RecordError] = []
         do {
             while let view = try sequence.next() {
                 let header = view.header
@@ -415,7 +471,22 @@ final class ProduceCollector {
                     return .failure(.init(code: .invalidRecord, message: "control batch or no records"))
                 }
                 do {
-                    try view.validateRecords(decompressedBytesMax: decompressedBytesMax)
+                    if let schema {
+                        var reader = try view.records(decompressedBytesMax: decompressedBytesMax)
+                        while let record = try reader.next() {
+                            let violation = record.value.map { value in
+                                value.withUnsafeReadableBytes { schema.violation(of: $0.assumingMemoryBound(to: UInt8.self)) }
+                            } ?? schema.violation(of: nil)
+                            if let violation {
+                                recordErrors.append(.init(batchIndex: recordIndex, message: violation))
+                                refusedRecords.append(.init(index: recordIndex, reason: "schema validation: \(violation)",
+                                                            value: record.value.map { Array($0.readableBytesView) }))
+                            }
+                            recordIndex &+= 1
+                        }
+                    } else {
+                        try view.validateRecords(decompressedBytesMax: decompressedBytesMax)
+                    }
                 } catch {
                     return .failure(.init(code: .invalidRecord, message: "records do not match the batch header: \(error)"))
                 }
@@ -432,7 +503,19 @@ final class ProduceCollector {
         } catch {
             return .failure(.init(code: .corruptMessage, message: "\(error)"))
         }
+        if let first = recordErrors.first {
+            let message = "\(recordErrors.count) of \(recordIndex) records do not match the stream's schema; "
+                + "record \(first.batchIndex): \(first.message ?? "")"
+            return .failure(.init(code: .invalidRecord, message: message, recordErrors: recordErrors, refusedRecords: refusedRecords))
+        }
         return .success(batches)
+    }
+
+    private func deadLettersWritten(slot: Int) {
+        guard !done, slots[slot].writingDeadLetters, slots[slot].remaining > 0 else { return }
+        slots[slot].remaining = 0
+        unanswered -= 1
+        finishIfAnswered()
     }
 
     private func completed(slot: Int, position: Int, _ outcome: BatchOutcome) {
@@ -466,7 +549,7 @@ final class ProduceCollector {
             let failed = slot.error != nil
             responses[slot.topic].partitionResponses.append(.init(
                 index: slot.index, errorCode: slot.error ?? .noError, baseOffset: failed ? -1 : slot.baseOffset,
-                logStartOffset: failed ? -1 : 0))
+                logStartOffset: failed ? -1 : 0, recordErrors: slot.recordErrors, errorMessage: slot.errorMessage))
         }
         promise.succeed(ProduceResponse(responses: responses))
     }

@@ -107,7 +107,7 @@ public enum APIKey: Int16, Sendable, Hashable, CaseIterable {
 /// The API versions EventFlow serves; the broker lists exactly these in its ApiVersions answer.
 public enum SupportedAPIVersions {
     public static let ranges: [APIKey: ClosedRange<Int16>] = [
-        .produce: 3...7,
+        .produce: 3...8,
         .fetch: 4...11,
         .listOffsets: 1...5,
         .metadata: 0...7,

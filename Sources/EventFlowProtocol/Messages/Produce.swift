@@ -1,7 +1,8 @@
 import NIOCore
 
-/// Produce (key 0), v3–v7. v3 is the first version whose records are RecordBatch v2.
-/// Versions 3–7 share the request layout; they differ in what the broker may answer.
+/// Produce (key 0), v3–v8. v3 is the first version whose records are RecordBatch v2.
+/// Versions 3–8 share the request layout; they differ in what the broker may answer (v8 adds
+/// the per-record errors and message of a refused batch).
 public struct ProduceRequest: KafkaRequestMessage {
     public typealias Response = ProduceResponse
     public static let apiKey = APIKey.produce
@@ -74,6 +75,18 @@ public struct ProduceRequest: KafkaRequestMessage {
 public struct ProduceResponse: KafkaResponseMessage {
     public static let apiKey = APIKey.produce
 
+    /// v8+: a record of the partition's batches that caused its refusal.
+    public struct RecordError: Sendable, Hashable {
+        /// The record's position among the partition's records in the request, from 0.
+        public var batchIndex: Int32
+        public var message: String?
+
+        public init(batchIndex: Int32, message: String?) {
+            self.batchIndex = batchIndex
+            self.message = message
+        }
+    }
+
     public struct PartitionResponse: Sendable, Hashable {
         public var index: Int32
         public var errorCode: ErrorCode
@@ -83,14 +96,21 @@ public struct ProduceResponse: KafkaResponseMessage {
         public var logAppendTimeMs: Int64
         /// v5+: the partition's earliest offset still stored.
         public var logStartOffset: Int64
+        /// v8+: the records that caused an INVALID_RECORD refusal.
+        public var recordErrors: [RecordError]
+        /// v8+: why the partition was refused.
+        public var errorMessage: String?
 
         public init(index: Int32, errorCode: ErrorCode = .noError, baseOffset: Int64,
-                    logAppendTimeMs: Int64 = -1, logStartOffset: Int64 = -1) {
+                    logAppendTimeMs: Int64 = -1, logStartOffset: Int64 = -1,
+                    recordErrors: [RecordError] = [], errorMessage: String? = nil) {
             self.index = index
             self.errorCode = errorCode
             self.baseOffset = baseOffset
             self.logAppendTimeMs = logAppendTimeMs
             self.logStartOffset = logStartOffset
+            self.recordErrors = recordErrors
+            self.errorMessage = errorMessage
         }
     }
 
@@ -121,6 +141,13 @@ public struct ProduceResponse: KafkaResponseMessage {
                 buffer.writeInteger(partition.baseOffset)
                 buffer.writeInteger(partition.logAppendTimeMs)
                 if version >= 5 { buffer.writeInteger(partition.logStartOffset) }
+                if version >= 8 {
+                    buffer.writeKafkaArray(partition.recordErrors) { buffer, recordError in
+                        buffer.writeInteger(recordError.batchIndex)
+                        buffer.writeKafkaNullableString(recordError.message)
+                    }
+                    buffer.writeKafkaNullableString(partition.errorMessage)
+                }
             }
         }
         buffer.writeInteger(throttleTimeMs)
@@ -139,6 +166,14 @@ public struct ProduceResponse: KafkaResponseMessage {
                     logAppendTimeMs: try buffer.readKafkaInt64("ProduceResponse.responses[].partitionResponses[].logAppendTimeMs"))
                 if version >= 5 {
                     partition.logStartOffset = try buffer.readKafkaInt64("ProduceResponse.responses[].partitionResponses[].logStartOffset")
+                }
+                if version >= 8 {
+                    partition.recordErrors = try buffer.readKafkaArray("ProduceResponse.responses[].partitionResponses[].recordErrors",
+                                                                       minimumElementBytes: 6) { buffer in
+                        RecordError(batchIndex: try buffer.readKafkaInt32("ProduceResponse...recordErrors[].batchIndex"),
+                                    message: try buffer.readKafkaNullableString("ProduceResponse...recordErrors[].batchIndexErrorMessage"))
+                    }
+                    partition.errorMessage = try buffer.readKafkaNullableString("ProduceResponse.responses[].partitionResponses[].errorMessage")
                 }
                 return partition
             })

@@ -207,6 +207,51 @@ public enum DeadLetters {
         try db.execute("RELEASE SAVEPOINT dead_letters")
     }
 
+    /// A record its stream's schema refused at produce: never stored in the log, so its row has no
+    /// dead-letter record and no original offset; its event id is the row's own (random) id.
+    public struct RefusedRecord: Sendable, Hashable {
+        /// The record's position among the partition's records in the Produce request.
+        public var index: Int32
+        public var reason: String
+        /// The record's value (nil: a null value).
+        public var value: [UInt8]?
+
+        public init(index: Int32, reason: String, value: [UInt8]?) {
+            self.index = index
+            self.reason = reason
+            self.value = value
+        }
+    }
+
+    /// Writes one row per refused record of (stream, partition), in one transaction, so a producer
+    /// answered INVALID_RECORD finds every refused record in `dead_letter_events`.
+    public static func insertRefused(_ db: PostgresConnection, streamID: UUID, streamName: String, partition: Int32,
+                                     _ records: [RefusedRecord], failedAt: Date) throws {
+        guard !records.isEmpty else { return }
+        let ids = records.map { _ in UUID().uuidString }
+        let failedAtMilliseconds = Int64((failedAt.timeIntervalSince1970 * 1000).rounded(.down))
+        func parameters(base64Only: Bool) -> [String?] {
+            [PostgresConnection.arrayLiteral(ids), PostgresConnection.arrayLiteral(records.map(\.reason)),
+             PostgresConnection.arrayLiteral(records.map { base64Only ? $0.value.map(base64Payload) : payloadJSON($0.value) }),
+             streamName, streamID.uuidString, String(partition), String(failedAtMilliseconds)]
+        }
+        let sql = """
+            INSERT INTO dead_letter_events (id, event_id, reason, payload, failed_at, original_topic, original_stream_id, original_partition)
+            SELECT id, id, reason, payload::jsonb, to_timestamp($7::bigint / 1000.0) AT TIME ZONE 'UTC', $4, $5::uuid, $6::int
+            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(id, reason, payload)
+            """
+        try db.transaction {
+            try db.execute("SAVEPOINT refused_records")
+            do {
+                try db.execute(sql, parameters(base64Only: false))
+            } catch let error as DatabaseError where !error.isConnectionFailure {
+                // PostgreSQL refused a payload the JSON check let through (e.g. a NUL escape): base64 them all.
+                try db.execute("ROLLBACK TO SAVEPOINT refused_records")
+                try db.execute(sql, parameters(base64Only: true))
+            }
+        }
+    }
+
     static let selectColumns = """
         d.id, d.event_id, d.reason, d.payload::text AS payload, \(timestampColumn("d.failed_at", as: "failed_at")),
         d.dlq_stream_id, s.name AS stream, d.dlq_partition, d.dlq_offset, d.original_topic, o.name AS original_stream,

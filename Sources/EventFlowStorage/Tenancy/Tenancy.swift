@@ -17,6 +17,7 @@ public enum TenancyError: Error, CustomStringConvertible, Equatable {
     case partitionsCannotShrink(name: String, current: Int, requested: Int)
     /// A `<name>.dlq` stream asked for with something other than its one partition, or `<name>.dlq.dlq`.
     case invalidDeadLetterStream(String, reason: String)
+    case invalidSchema(StreamSchemaError)
     case unknownAPIKey(String)
     case apiKeyRevoked(String)
     case wrongSecret
@@ -39,6 +40,7 @@ public enum TenancyError: Error, CustomStringConvertible, Equatable {
         case .partitionsCannotShrink(let name, let current, let requested):
             return "stream '\(name)' has \(current) partitions; the count can only grow (asked for \(requested))"
         case .invalidDeadLetterStream(let name, let reason): return "invalid dead-letter stream '\(name)': \(reason)"
+        case .invalidSchema(let error): return error.description
         case .unknownAPIKey(let id): return "unknown API key '\(id)'"
         case .apiKeyRevoked(let id): return "API key '\(id)' is revoked"
         case .wrongSecret: return "wrong API key secret"
@@ -305,6 +307,7 @@ public enum Streams {
             throw TenancyError.invalidDeadLetterStream(name, reason: refusal)
         }
         guard retentionHours > 0 else { throw TenancyError.invalidRetention(retentionHours) }
+        if let schema { try checkSchema(schema) }
         do {
             let rows = try db.query(
                 """
@@ -343,6 +346,27 @@ public enum Streams {
         let rows = try db.query(
             "UPDATE event_streams SET retention_hours = $3 WHERE org_id = $1 AND name = $2 AND is_active RETURNING \(columns)",
             [org.id.uuidString, name, String(retentionHours)])
+        guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
+        return try decode(row)
+    }
+
+    /// Refuses a schema EventFlow cannot enforce exactly as written (StreamSchema).
+    static func checkSchema(_ text: String) throws {
+        do {
+            _ = try StreamSchema(text: text)
+        } catch {
+            throw TenancyError.invalidSchema(error)
+        }
+    }
+
+    /// Sets (or with nil removes) the stream's payload schema. Produce checks every record of a
+    /// stream with a schema; brokers see the change within their stream lookup's cache time.
+    @discardableResult
+    public static func setSchema(_ db: PostgresConnection, org: Organization, name: String, _ schema: String?) throws -> EventStream {
+        if let schema { try checkSchema(schema) }
+        let rows = try db.query(
+            "UPDATE event_streams SET schema = $3::jsonb WHERE org_id = $1 AND name = $2 AND is_active RETURNING \(columns)",
+            [org.id.uuidString, name, schema])
         guard let row = rows.first else { throw TenancyError.unknownStream(org: org.name, name: name) }
         return try decode(row)
     }

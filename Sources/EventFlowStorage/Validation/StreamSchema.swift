@@ -1,0 +1,385 @@
+import Foundation
+
+/// A stream's payload schema (`event_streams.schema`): a JSON Schema of draft 2020-12, limited to
+/// the keywords listed in `supportedKeywords` (docs/storage.md, "Schema validation"). A schema
+/// that uses any other keyword is refused when it is set, so what is stored is always enforced
+/// exactly as written.
+public struct StreamSchema: Sendable, Hashable {
+    /// The assertion keywords EventFlow checks.
+    public static let supportedKeywords: [String] = [
+        "type", "properties", "required", "additionalProperties", "items", "enum", "const",
+        "minimum", "maximum", "minLength", "maxLength", "pattern", "format",
+    ]
+    /// Keywords that only annotate (they never change whether a value is valid); allowed anywhere.
+    public static let annotationKeywords: Set<String> = [
+        "$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated", "readOnly", "writeOnly",
+    ]
+    public static let supportedFormats = ["date-time", "uuid", "email"]
+    public static let draft202012 = "https://json-schema.org/draft/2020-12/schema"
+    /// Larger schema documents are refused (they are compiled on every stream lookup).
+    public static let schemaBytesMax = 256 * 1024
+
+    /// The schema as stored (JSON text).
+    public let text: String
+    let root: Node
+
+    /// Compiles `text`, refusing what EventFlow cannot enforce.
+    public init(text: String) throws(StreamSchemaError) {
+        guard text.utf8.count <= Self.schemaBytesMax else {
+            throw StreamSchemaError(path: "", message: "the schema is \(text.utf8.count) bytes; at most \(Self.schemaBytesMax)")
+        }
+        let document: JSONValue
+        do {
+            document = try JSONValue(parsing: Array(text.utf8))
+        } catch {
+            throw StreamSchemaError(path: "", message: "\(error)")
+        }
+        if case .object(let members) = document, let declared = members["$schema"] {
+            guard declared == .string(Self.draft202012) || declared == .string(Self.draft202012 + "#") else {
+                throw StreamSchemaError(path: "/$schema", message: "only draft 2020-12 (\(Self.draft202012)) is supported")
+            }
+        }
+        self.text = text
+        self.root = try Node(compiling: document, at: "")
+    }
+
+    public static func == (lhs: StreamSchema, rhs: StreamSchema) -> Bool { lhs.text == rhs.text }
+    public func hash(into hasher: inout Hasher) { hasher.combine(text) }
+
+    /// The first way `value` (a record's value bytes) breaks the schema, or nil if it is valid.
+    public func violation(of value: UnsafeBufferPointer<UInt8>?) -> String? {
+        guard let value else { return "the record has no value (null); the stream's schema needs a JSON value" }
+        let parsed: JSONValue
+        do {
+            parsed = try JSONValue.parse(value)
+        } catch {
+            return "\(error)"
+        }
+        return root.violation(of: parsed, at: "")
+    }
+
+    /// The first violation of an already parsed value, or nil.
+    public func violation(of value: JSONValue) -> String? {
+        root.violation(of: value, at: "")
+    }
+}
+
+/// Why a schema cannot be used: where in the schema (a JSON Pointer) and what is wrong.
+public struct StreamSchemaError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var path: String
+    public var message: String
+
+    public var description: String {
+        "invalid schema" + (path.isEmpty ? "" : " at \(path)") + ": " + message
+    }
+}
+
+/// One compiled (sub)schema. A class so the tree is shared, not copied, between lookups.
+final class Node: Sendable {
+    enum Format: String, Sendable {
+        case dateTime = "date-time", uuid, email
+    }
+
+    /// A boolean schema `false` (or `not`-like refusal): nothing is valid.
+    let refusesEverything: Bool
+    let types: [String]?
+    let properties: [String: Node]
+    let required: [String]
+    /// nil: any additional property is allowed.
+    let additionalProperties: Node?
+    let items: Node?
+    let enumValues: [JSONValue]?
+    let constValue: JSONValue?
+    let minimum: Double?
+    let maximum: Double?
+    let minLength: Int?
+    let maxLength: Int?
+    let pattern: Pattern?
+    let format: Format?
+
+    static let typeNames: Set<String> = ["null", "boolean", "object", "array", "number", "string", "integer"]
+
+    init(compiling schema: JSONValue, at path: String) throws(StreamSchemaError) {
+        func refuse(_ keyword: String, _ message: String) -> StreamSchemaError {
+            StreamSchemaError(path: path + "/" + keyword, message: message)
+        }
+        let members: [String: JSONValue]
+        switch schema {
+        case .bool(let allowed):
+            members = [:]
+            refusesEverything = !allowed
+        case .object(let object):
+            members = object
+            refusesEverything = false
+        default:
+            throw StreamSchemaError(path: path, message: "a schema is an object or a boolean, not \(schema.typeName)")
+        }
+        for keyword in members.keys.sorted() where !StreamSchema.supportedKeywords.contains(keyword)
+            && !StreamSchema.annotationKeywords.contains(keyword) {
+            throw refuse(keyword, "keyword '\(keyword)' is not supported (EventFlow enforces \(StreamSchema.supportedKeywords.joined(separator: ", ")))")
+        }
+
+        switch members["type"] {
+        case nil: types = nil
+        case .string(let name)?:
+            guard Self.typeNames.contains(name) else { throw refuse("type", "unknown type '\(name)'") }
+            types = [name]
+        case .array(let names)?:
+            var list: [String] = []
+            for name in names {
+                guard case .string(let text) = name, Self.typeNames.contains(text) else { throw refuse("type", "unknown type \(name)") }
+                list.append(text)
+            }
+            guard !list.isEmpty, Set(list).count == list.count else { throw refuse("type", "a non-empty array of distinct type names") }
+            types = list
+        default: throw refuse("type", "a type name or an array of them")
+        }
+
+        var properties: [String: Node] = [:]
+        if let value = members["properties"] {
+            guard case .object(let entries) = value else { throw refuse("properties", "an object of schemas") }
+            for (name, subschema) in entries {
+                properties[name] = try Node(compiling: subschema, at: path + "/properties/" + Self.escaped(name))
+            }
+        }
+        self.properties = properties
+
+        var required: [String] = []
+        if let value = members["required"] {
+            guard case .array(let names) = value else { throw refuse("required", "an array of property names") }
+            for name in names {
+                guard case .string(let text) = name else { throw refuse("required", "an array of property names") }
+                required.append(text)
+            }
+            guard Set(required).count == required.count else { throw refuse("required", "property names must be distinct") }
+        }
+        self.required = required
+
+        additionalProperties = try members["additionalProperties"].map { value throws(StreamSchemaError) in
+            try Node(compiling: value, at: path + "/additionalProperties")
+        }
+        items = try members["items"].map { value throws(StreamSchemaError) in try Node(compiling: value, at: path + "/items") }
+
+        if let value = members["enum"] {
+            guard case .array(let values) = value, !values.isEmpty else { throw refuse("enum", "a non-empty array") }
+            enumValues = values
+        } else {
+            enumValues = nil
+        }
+        constValue = members["const"]
+
+        func number(_ keyword: String) throws(StreamSchemaError) -> Double? {
+            guard let value = members[keyword] else { return nil }
+            guard case .number(let number) = value, number.isFinite else { throw refuse(keyword, "a number") }
+            return number
+        }
+        minimum = try number("minimum")
+        maximum = try number("maximum")
+        func count(_ keyword: String) throws(StreamSchemaError) -> Int? {
+            guard let value = try number(keyword) else { return nil }
+            guard value.isWholeNumber, value >= 0, value <= Double(Int32.max) else { throw refuse(keyword, "a non-negative integer") }
+            return Int(value)
+        }
+        minLength = try count("minLength")
+        maxLength = try count("maxLength")
+
+        if let value = members["pattern"] {
+            guard case .string(let expression) = value else { throw refuse("pattern", "a regular expression string") }
+            do {
+                pattern = try Pattern(expression)
+            } catch {
+                throw refuse("pattern", "not a regular expression: \(expression)")
+            }
+        } else {
+            pattern = nil
+        }
+        if let value = members["format"] {
+            guard case .string(let name) = value, let format = Format(rawValue: name) else {
+                throw refuse("format", "supported formats are \(StreamSchema.supportedFormats.joined(separator: ", "))")
+            }
+            self.format = format
+        } else {
+            format = nil
+        }
+    }
+
+    /// JSON Pointer escaping of one reference token (RFC 6901).
+    static func escaped(_ token: String) -> String {
+        token.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
+    }
+
+    func violation(of value: JSONValue, at path: String) -> String? {
+        let location = path.isEmpty ? "/" : path
+        if refusesEverything { return "\(location): no value is allowed here" }
+        if let types, !types.contains(where: { Self.matches(value, type: $0) }) {
+            return "\(location): expected \(types.joined(separator: " or ")), got \(value.typeName)"
+        }
+        if let constValue, !Self.equal(value, constValue) {
+            return "\(location): must be \(Self.render(constValue))"
+        }
+        if let enumValues, !enumValues.contains(where: { Self.equal(value, $0) }) {
+            return "\(location): must be one of \(enumValues.map(Self.render).joined(separator: ", "))"
+        }
+        switch value {
+        case .number(let number):
+            if let minimum, number < minimum { return "\(location): \(Self.render(value)) is less than the minimum \(Self.render(.number(minimum)))" }
+            if let maximum, number > maximum { return "\(location): \(Self.render(value)) is greater than the maximum \(Self.render(.number(maximum)))" }
+        case .string(let text):
+            if minLength != nil || maxLength != nil {
+                let length = text.unicodeScalars.count
+                if let minLength, length < minLength { return "\(location): \(length) characters, at least \(minLength) required" }
+                if let maxLength, length > maxLength { return "\(location): \(length) characters, at most \(maxLength) allowed" }
+            }
+            if let pattern, !pattern.matches(text) { return "\(location): does not match the pattern \(pattern.expression)" }
+            if let format, !Self.conforms(text, to: format) { return "\(location): not a valid \(format.rawValue)" }
+        case .array(let elements):
+            if let items {
+                for (index, element) in elements.enumerated() {
+                    if let violation = items.violation(of: element, at: path + "/\(index)") { return violation }
+                }
+            }
+        case .object(let members):
+            for name in required where members[name] == nil {
+                return "\(location): required property '\(name)' is missing"
+            }
+            for name in members.keys.sorted() {
+                guard let member = members[name] else { continue }
+                let memberPath = path + "/" + Self.escaped(name)
+                if let schema = properties[name] {
+                    if let violation = schema.violation(of: member, at: memberPath) { return violation }
+                } else if let additionalProperties {
+                    if additionalProperties.refusesEverything { return "\(location): property '\(name)' is not allowed" }
+                    if let violation = additionalProperties.violation(of: member, at: memberPath) { return violation }
+                }
+            }
+        case .null, .bool:
+            break
+        }
+        return nil
+    }
+
+    static func matches(_ value: JSONValue, type: String) -> Bool {
+        switch (value, type) {
+        case (.null, "null"), (.bool, "boolean"), (.string, "string"), (.array, "array"), (.object, "object"), (.number, "number"):
+            return true
+        case (.number(let number), "integer"):
+            return number.isWholeNumber
+        default:
+            return false
+        }
+    }
+
+    /// JSON Schema equality: numbers by value (1 equals 1.0), objects regardless of member order.
+    static func equal(_ lhs: JSONValue, _ rhs: JSONValue) -> Bool {
+        lhs == rhs
+    }
+
+    static func render(_ value: JSONValue) -> String {
+        switch value {
+        case .null: return "null"
+        case .bool(let flag): return flag ? "true" : "false"
+        case .number(let number): return number.isWholeNumber && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+        case .string(let text): return "\"" + text + "\""
+        case .array(let elements): return "[" + elements.map(render).joined(separator: ",") + "]"
+        case .object(let members):
+            return "{" + members.keys.sorted().map { "\"\($0)\":" + render(members[$0]!) }.joined(separator: ",") + "}"
+        }
+    }
+
+    static func conforms(_ text: String, to format: Format) -> Bool {
+        switch format {
+        case .uuid: return isUUID(text)
+        case .dateTime: return isDateTime(text)
+        case .email: return isEmail(text)
+        }
+    }
+
+    /// RFC 4122's textual form: 8-4-4-4-12 hexadecimal digits.
+    static func isUUID(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 36 else { return false }
+        for (index, byte) in bytes.enumerated() {
+            if [8, 13, 18, 23].contains(index) {
+                guard byte == UInt8(ascii: "-") else { return false }
+            } else {
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20) else {
+                    return false
+                }
+            }
+        }
+        return true
+    }
+
+    /// RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, with real calendar days and a
+    /// leap second (60) allowed, as the JSON Schema format requires.
+    static func isDateTime(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        func digits(_ start: Int, _ count: Int) -> Int? {
+            guard start + count <= bytes.count else { return nil }
+            var value = 0
+            for byte in bytes[start..<(start + count)] {
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
+        guard bytes.count >= 20, let year = digits(0, 4), bytes[4] == UInt8(ascii: "-"), let month = digits(5, 2),
+              bytes[7] == UInt8(ascii: "-"), let day = digits(8, 2), bytes[10] | 0x20 == UInt8(ascii: "t"),
+              let hour = digits(11, 2), bytes[13] == UInt8(ascii: ":"), let minute = digits(14, 2),
+              bytes[16] == UInt8(ascii: ":"), let second = digits(17, 2) else { return false }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let daysInMonth = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard (1...12).contains(month), (1...daysInMonth[month - 1]).contains(day), hour < 24, minute < 60, second <= 60 else {
+            return false
+        }
+        var index = 19
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            let start = index
+            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+            guard index > start else { return false }
+        }
+        guard index < bytes.count else { return false }
+        if bytes[index] | 0x20 == UInt8(ascii: "z") { return index + 1 == bytes.count }
+        guard bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-"), index + 6 == bytes.count,
+              let offsetHours = digits(index + 1, 2), bytes[index + 3] == UInt8(ascii: ":"),
+              let offsetMinutes = digits(index + 4, 2) else { return false }
+        return offsetHours < 24 && offsetMinutes < 60
+    }
+
+    /// An address `local@domain` as RFC 5321 writes it without quoting: the local part of dot-separated
+    /// atoms (RFC 5322 atext), the domain of dot-separated labels (letters, digits, inner hyphens) or
+    /// an address literal in brackets.
+    static func isEmail(_ text: String) -> Bool {
+        guard let at = text.lastIndex(of: "@") else { return false }
+        let local = text[..<at], domain = text[text.index(after: at)...]
+        guard (1...64).contains(local.utf8.count), (1...255).contains(domain.utf8.count) else { return false }
+        let atext = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~".utf8)
+        for atom in local.split(separator: ".", omittingEmptySubsequences: false) {
+            guard !atom.isEmpty, atom.utf8.allSatisfy({ atext.contains($0) }) else { return false }
+        }
+        if domain.hasPrefix("[") { return domain.hasSuffix("]") && domain.count > 2 }
+        let labelCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-".utf8)
+        for label in domain.split(separator: ".", omittingEmptySubsequences: false) {
+            guard (1...63).contains(label.utf8.count), label.utf8.allSatisfy({ labelCharacters.contains($0) }),
+                  label.first != "-", label.last != "-" else { return false }
+        }
+        return true
+    }
+}
+
+/// A compiled `pattern`: matched anywhere in the string (JSON Schema patterns are not anchored).
+/// NSRegularExpression is immutable and documented as safe to share across threads.
+final class Pattern: @unchecked Sendable {
+    let expression: String
+    private let regex: NSRegularExpression
+
+    init(_ expression: String) throws {
+        self.expression = expression
+        self.regex = try NSRegularExpression(pattern: expression)
+    }
+
+    func matches(_ text: String) -> Bool {
+        regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    }
+}

@@ -1,0 +1,119 @@
+@testable import EventFlowStorage
+import Testing
+
+/// The payload schema of a stream (docs/storage.md, "Schema validation"): what is enforced, with
+/// which message, and which schemas are refused when set.
+@Suite struct StreamSchemaTests {
+    static let order = """
+        {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "order",
+         "type": "object", "required": ["id", "total", "status"], "additionalProperties": false,
+         "properties": {
+           "id": {"type": "string", "format": "uuid"},
+           "total": {"type": "integer", "minimum": 0, "maximum": 1000000},
+           "status": {"enum": ["new", "paid", "refunded"]},
+           "currency": {"const": "EUR"},
+           "customer": {"type": "object", "properties": {"email": {"type": "string", "format": "email"},
+                                                         "name": {"type": "string", "minLength": 1, "maxLength": 5}}},
+           "tags": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"}},
+           "at": {"type": "string", "format": "date-time"},
+           "note": {"type": ["string", "null"]}
+         }}
+        """
+
+    func violation(_ schema: String, _ value: String) throws -> String? {
+        let compiled = try StreamSchema(text: schema)
+        return Array(value.utf8).withUnsafeBufferPointer { compiled.violation(of: $0) }
+    }
+
+    @Test func aValidOrderPasses() throws {
+        let value = """
+            {"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 42.0, "status": "paid", "currency": "EUR",
+             "customer": {"email": "ada@example.com", "name": "Ada"}, "tags": ["vip", "eu"],
+             "at": "2026-12-05T10:17:37.5+01:00", "note": null}
+            """
+        #expect(try violation(Self.order, value) == nil)
+    }
+
+    @Test(arguments: [
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": "42", "status": "new"}"#, "/total: expected integer, got string"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 4.5, "status": "new"}"#, "/total: expected integer, got number"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": -1, "status": "new"}"#, "/total: -1 is less than the minimum 0"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 2000000, "status": "new"}"#,
+         "/total: 2000000 is greater than the maximum 1000000"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1}"#, "/: required property 'status' is missing"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "lost"}"#,
+         #"/status: must be one of "new", "paid", "refunded""#),
+        (#"{"id": "not-a-uuid", "total": 1, "status": "new"}"#, "/id: not a valid uuid"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "x": 1}"#, "/: property 'x' is not allowed"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "currency": "USD"}"#,
+         #"/currency: must be "EUR""#),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "customer": {"email": "ada@"}}"#,
+         "/customer/email: not a valid email"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "customer": {"name": ""}}"#,
+         "/customer/name: 0 characters, at least 1 required"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "customer": {"name": "Émilie"}}"#,
+         "/customer/name: 6 characters, at most 5 allowed"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "tags": ["ok", "Not"]}"#,
+         "/tags/1: does not match the pattern ^[a-z]+$"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "at": "2026-02-29T10:00:00Z"}"#,
+         "/at: not a valid date-time"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "note": 3}"#,
+         "/note: expected string or null, got integer"),
+        (#"[1, 2]"#, "/: expected object, got array"),
+        (#"{"id": 1,}"#, "not JSON: expected a member name at byte 9"),
+        (#"{"total": 1} x"#, "not JSON: unexpected bytes after the value at byte 13"),
+    ])
+    func anInvalidOrderIsRefusedWithWhereAndWhy(value: String, message: String) throws {
+        #expect(try violation(Self.order, value) == message)
+    }
+
+    @Test func aNullValueBreaksAnySchema() throws {
+        let schema = try StreamSchema(text: "{}")
+        #expect(schema.violation(of: nil) == "the record has no value (null); the stream's schema needs a JSON value")
+        #expect(try violation("{}", "17") == nil)
+        #expect(try violation("false", "17") == "/: no value is allowed here")
+    }
+
+    @Test(arguments: [
+        (#"{"type": "object", "oneOf": [{"type": "string"}]}"#, "/oneOf", "keyword 'oneOf' is not supported"),
+        (##"{"properties": {"a": {"$ref": "#/defs/x"}}}"##, "/properties/a/$ref", "keyword '$ref' is not supported"),
+        (#"{"items": {"exclusiveMinimum": 3}}"#, "/items/exclusiveMinimum", "keyword 'exclusiveMinimum' is not supported"),
+        (#"{"type": "text"}"#, "/type", "unknown type 'text'"),
+        (#"{"format": "ipv4"}"#, "/format", "supported formats are date-time, uuid, email"),
+        (#"{"pattern": "("}"#, "/pattern", "not a regular expression: ("),
+        (#"{"minLength": -1}"#, "/minLength", "a non-negative integer"),
+        (#"{"$schema": "http://json-schema.org/draft-07/schema#"}"#, "/$schema", "only draft 2020-12"),
+        (#"{"required": "id"}"#, "/required", "an array of property names"),
+        (#"["type"]"#, "", "a schema is an object or a boolean, not array"),
+        (#"{"type": "object""#, "", "not JSON"),
+    ])
+    func aSchemaEventFlowCannotEnforceIsRefused(schema: String, path: String, message: String) {
+        #expect(throws: StreamSchemaError.self) { try StreamSchema(text: schema) }
+        do {
+            _ = try StreamSchema(text: schema)
+        } catch {
+            #expect(error.path == path)
+            #expect(error.message.hasPrefix(message), "\(error.message)")
+        }
+    }
+
+    @Test func stringsWithEscapesAndSurrogatesParse() throws {
+        let value = try JSONValue(parsing: Array(#"{"a\n\"b": "\u00e9\ud83d\ude00/\/", "n": -1.5e2}"#.utf8))
+        #expect(value == .object(["a\n\"b": .string("é😀//"), "n": .number(-150)]))
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array(#""\ud800""#.utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array("\"\u{01}\"".utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22, 0xFF, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array("01".utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array(String(repeating: "[", count: 300).utf8)) }
+    }
+
+    @Test func dateTimesFollowRFC3339() {
+        for valid in ["2024-02-29T23:59:60Z", "2026-12-05t10:17:37.123456-05:30", "1999-01-01T00:00:00+00:00"] {
+            #expect(Node.isDateTime(valid), "\(valid)")
+        }
+        for invalid in ["2026-12-05", "2026-13-01T00:00:00Z", "2026-04-31T00:00:00Z", "2026-12-05T24:00:00Z",
+                        "2026-12-05T10:17:37", "2026-12-05T10:17:37.Z", "2026-12-05T10:17:37+0100"] {
+            #expect(!Node.isDateTime(invalid), "\(invalid)")
+        }
+    }
+}
