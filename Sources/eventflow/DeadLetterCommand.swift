@@ -113,6 +113,11 @@ struct DeadLetterCommand: ParsableCommand {
     /// stored in the log (the exact bytes, not the JSONB payload), to its original partition, with
     /// `eventflow-replayed-from: <dead letter id>`.
     static func replayMessage(_ db: PostgresConnection, _ letter: DeadLetterEvent, to stream: String) throws -> ProducerMessage {
+        guard letter.streamID != nil else {
+            // Refused by the stream's schema (or not projected): only the row holds the payload.
+            throw CommandFailure(description: "dead letter \(letter.id.uuidString.lowercased()) was never stored in a stream "
+                + "(\(letter.reason)); its payload is in the row: correct it and produce it again")
+        }
         guard let streamID = letter.streamID, let partition = letter.partition, let offset = letter.offset,
               let stored = try DeadLetters.batch(db, streamID: streamID, partition: partition, containing: offset) else {
             throw CommandFailure(description: "the record of dead letter \(letter.id.uuidString.lowercased()) is no longer stored")

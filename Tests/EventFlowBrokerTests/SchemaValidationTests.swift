@@ -101,6 +101,13 @@ import Testing
             DeadLetterRow(reason: "schema validation: the record has no value (null); the stream's schema needs a JSON value",
                           payload: nil, originalStreamID: streamID, originalPartition: "0", originalOffset: nil, idIsEventID: true),
         ])
+        // `eventflow dlq list orders` shows them: known by their original stream, no .dlq record.
+        let listed = try DeadLetters.list(db, org: harness.organization, stream: "orders")
+        #expect(listed.count == 6)
+        #expect(listed.allSatisfy { $0.originalStream == "orders" && $0.stream == nil && $0.offset == nil })
+        #expect(try DeadLetters.list(db, org: harness.organization, stream: "payments").isEmpty)
+        let other = try Organizations.create(db, name: "other")
+        #expect(try DeadLetters.list(db, org: other).isEmpty)
         await connection.close()
         await harness.broker.shutdown()
     }

@@ -257,8 +257,10 @@ public enum DeadLetters {
         d.dlq_stream_id, s.name AS stream, d.dlq_partition, d.dlq_offset, d.original_topic, o.name AS original_stream,
         d.original_partition, d.original_offset, \(timestampColumn("d.replayed_at", as: "replayed_at")), d.replayed_offset
         """
+    /// Rows of `.dlq` records (s) and rows with no dead-letter record — records a schema refused,
+    /// values the analytics projection could not store — known by their original stream (o).
     static let from = """
-        FROM dead_letter_events d JOIN event_streams s ON s.id = d.dlq_stream_id
+        FROM dead_letter_events d LEFT JOIN event_streams s ON s.id = d.dlq_stream_id
         LEFT JOIN event_streams o ON o.id = d.original_stream_id
         """
 
@@ -276,22 +278,24 @@ public enum DeadLetters {
     /// Bound on rows one `list` returns.
     public static let listRowsMax = 10_000
 
-    /// The organization's dead letters, oldest first; only those of `stream`'s dead-letter stream
-    /// when given (`stream` may name the stream or its `.dlq`).
+    /// The organization's dead letters, oldest first; only those of `stream` when given (`stream`
+    /// may name the stream or its `.dlq`): its `.dlq` records and its records refused or not projected.
     public static func list(_ db: PostgresConnection, org: Organization, stream: String? = nil, limit: Int = 1000) throws -> [DeadLetterEvent] {
         let dlqName = stream.map { DeadLetterStreams.isDeadLetterStream($0) ? $0 : DeadLetterStreams.name(for: $0) }
+        let baseName = dlqName.flatMap(DeadLetterStreams.baseName(of:))
         return try db.query(
             """
             SELECT \(selectColumns) \(from)
-            WHERE s.org_id = $1 AND ($2::text IS NULL OR s.name = $2)
+            WHERE (s.org_id = $1 OR (d.dlq_stream_id IS NULL AND o.org_id = $1))
+              AND ($2::text IS NULL OR s.name = $2 OR (d.dlq_stream_id IS NULL AND o.name = $4))
             ORDER BY d.failed_at, s.name, d.dlq_offset LIMIT $3
-            """, [org.id.uuidString, dlqName, String(min(max(limit, 1), listRowsMax))]).map(decode)
+            """, [org.id.uuidString, dlqName, String(min(max(limit, 1), listRowsMax)), baseName]).map(decode)
     }
 
     /// One dead letter of the organization by its id.
     public static func find(_ db: PostgresConnection, org: Organization, id: String) throws -> DeadLetterEvent {
         guard let uuid = UUID(uuidString: id) else { throw DeadLetterError.unknownDeadLetter(id) }
-        let rows = try db.query("SELECT \(selectColumns) \(from) WHERE s.org_id = $1 AND d.id = $2",
+        let rows = try db.query("SELECT \(selectColumns) \(from) WHERE (s.org_id = $1 OR (d.dlq_stream_id IS NULL AND o.org_id = $1)) AND d.id = $2",
                                 [org.id.uuidString, uuid.uuidString])
         guard let row = rows.first else { throw DeadLetterError.unknownDeadLetter(id) }
         return try decode(row)
