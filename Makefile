@@ -11,7 +11,7 @@ CHAOS_ROUNDS ?= 20
 CHAOS_FLAGS ?=
 OVERLOAD_SECONDS ?= 180
 
-.PHONY: run test deps deps-test build release crosscheck fuzz microbench bench bench-analytics chaos overload clean-data
+.PHONY: run test deps deps-test build release crosscheck fuzz microbench bench bench-analytics bench-schema chaos overload clean-data
 
 deps:
 	scripts/install-deps.sh
@@ -53,11 +53,17 @@ microbench: deps
 bench: deps-test
 	scripts/bench.sh
 	BENCH_SKIP_BUILD=1 $(MAKE) bench-analytics
+	BENCH_SKIP_BUILD=1 $(MAKE) bench-schema
 
 # The analytics projection: ingest with and without it, and its backfill rate into `events` (BENCHMARKS.md).
 bench-analytics: deps-test
 	if [ "$${BENCH_SKIP_BUILD:-0}" != 1 ]; then $(SWIFT) build -c release --product eventflow && $(SWIFT) build -c release --product eventflow-loadgen; fi
 	scripts/bench-analytics.sh
+
+# Schema validation's cost: ingest into a stream with a JSON Schema against the same stream without (BENCHMARKS.md).
+bench-schema: deps-test
+	if [ "$${BENCH_SKIP_BUILD:-0}" != 1 ]; then $(SWIFT) build -c release --product eventflow && $(SWIFT) build -c release --product eventflow-loadgen; fi
+	scripts/bench-schema.sh
 
 # Crash and restart under load (RELIABILITY.md): CHAOS_ROUNDS SIGKILLs of the broker, ROUNDS/4 immediate
 # PostgreSQL stops, ROUNDS/2 kills under a committing consumer group; every acknowledged event read back.

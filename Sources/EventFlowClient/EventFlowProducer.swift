@@ -388,7 +388,9 @@ public final class EventFlowProducer: Service, Sendable {
 
     /// What a v8+ answer says about a refused partition: its message and each record it names.
     static func refusal(_ answer: ProduceResponse.PartitionResponse) -> String? {
+        // EventFlow's message already names the first record: list only the ones it does not.
         let records = answer.recordErrors.map { "record \($0.batchIndex): \($0.message ?? "refused")" }
+            .filter { answer.errorMessage?.contains($0) != true }
         let parts = (answer.errorMessage.map { [$0] } ?? []) + records
         return parts.isEmpty ? nil : parts.joined(separator: "; ")
     }
