@@ -18,30 +18,10 @@ OUT=${BENCH_OUT:-bench-results}
 if [ "${BENCH_TINY:-0}" = 1 ]; then DURATION=3; WARMUP=1; PROJECTION_SECONDS=10; else DURATION=${BENCH_ANALYTICS_SECONDS:-10}; WARMUP=2; PROJECTION_SECONDS=60; fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/eventflow-bench-analytics.XXXXXX)
-chmod 755 "$WORK"  # the embedded PostgreSQL runs as the postgres user
-DATA="$WORK/data"
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT=$(free_port); HTTP_PORT=$(free_port)
-# start_broker [serve flags...]
-start_broker() {
-    "$BIN/eventflow" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" --log-level warning "$@" \
-        >>"$WORK/serve.log" 2>&1 &
-    SERVE_PID=$!
-    for _ in $(seq 1 300); do
-        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$PORT" 2>/dev/null && return
-        kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-        sleep 0.2
-    done
-}
-stop_broker() { kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; }
+. scripts/bench-broker.sh
 trap stop_broker EXIT
 start_broker
-cli() { "$BIN/eventflow" "$@" --data-dir "$DATA"; }
-cli org create bench >/dev/null
-cli apikey create --org bench --json >"$WORK/key.json"
-export EVENTFLOW_API_KEY=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/key.json")
-export EVENTFLOW_API_SECRET=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["secret"])' "$WORK/key.json")
-export EVENTFLOW_BROKERS="127.0.0.1:$PORT" EVENTFLOW_CA="$DATA/tls/ca.pem"
+create_bench_credentials
 cli stream create --org bench plain --partitions 8 >/dev/null
 cli stream create --org bench projected --partitions 8 >/dev/null
 cli stream alter --org bench projected --analytics on >/dev/null

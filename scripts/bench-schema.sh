@@ -15,26 +15,10 @@ OUT=${BENCH_OUT:-bench-results}
 if [ "${BENCH_TINY:-0}" = 1 ]; then DURATION=3; WARMUP=1; ROUNDS=1; else DURATION=${BENCH_SCHEMA_SECONDS:-10}; WARMUP=2; ROUNDS=${BENCH_SCHEMA_ROUNDS:-2}; fi
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/eventflow-bench-schema.XXXXXX)
-chmod 755 "$WORK"  # the embedded PostgreSQL runs as the postgres user
-DATA="$WORK/data"
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT=$(free_port); HTTP_PORT=$(free_port)
-"$BIN/eventflow" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" --log-level warning \
-    >>"$WORK/serve.log" 2>&1 &
-SERVE_PID=$!
-stop_broker() { kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; }
+. scripts/bench-broker.sh
 trap stop_broker EXIT
-for _ in $(seq 1 300); do
-    python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$PORT" 2>/dev/null && break
-    kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-    sleep 0.2
-done
-cli() { "$BIN/eventflow" "$@" --data-dir "$DATA"; }
-cli org create bench >/dev/null
-cli apikey create --org bench --json >"$WORK/key.json"
-export EVENTFLOW_API_KEY=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/key.json")
-export EVENTFLOW_API_SECRET=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["secret"])' "$WORK/key.json")
-export EVENTFLOW_BROKERS="127.0.0.1:$PORT" EVENTFLOW_CA="$DATA/tls/ca.pem"
+start_broker
+create_bench_credentials
 cli stream create --org bench plain --partitions 8 >/dev/null
 cli stream create --org bench validated --partitions 8 --schema docs/benchmarks/loadgen-event.schema.json >/dev/null
 ingest() {
@@ -46,9 +30,9 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round: without a schema"; ingest plain "$round"
     echo "== round $round: with the schema"; ingest validated "$round"
 done
-python3 - "$WORK" "$OUT/schema.json" "$ROUNDS" "$BIN/eventflow" "$DATA" <<'PY'
+python3 - "$WORK" "$OUT/schema.json" "$ROUNDS" <<'PY'
 import json, sys
-work, out, rounds, eventflow, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+work, out, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 runs = {s: [json.load(open(f"{work}/{s}-{r}.json")) for r in range(1, rounds + 1)] for s in ("plain", "validated")}
 def mean(values): return round(sum(values) / len(values))
 result = {
@@ -57,7 +41,7 @@ result = {
     "with_schema_events_per_second": [r["events_per_second"] for r in runs["validated"]],
     "without_schema_p99_ms": [r["latency_ms"]["p99"] for r in runs["plain"]],
     "with_schema_p99_ms": [r["latency_ms"]["p99"] for r in runs["validated"]],
-    "errors_with_schema": sum(r.get("errors_total", 0) for r in runs["validated"]),
+    "errors_with_schema": sum(r.get("errors", 0) for r in runs["validated"]),
 }
 result["with_over_without"] = round(mean(result["with_schema_events_per_second"]) / mean(result["without_schema_events_per_second"]), 3)
 json.dump(result, open(out, "w"), indent=2)
