@@ -20,7 +20,7 @@ trap stop_broker EXIT
 start_broker
 create_bench_credentials
 cli stream create --org bench plain --partitions 8 >/dev/null
-cli stream create --org bench validated --partitions 8 --schema docs/benchmarks/loadgen-event.schema.json >/dev/null
+cli stream create --org bench validated --partitions 8 --schema "${BENCH_SCHEMA_FILE:-docs/benchmarks/loadgen-event.schema.json}" >/dev/null
 ingest() {
     "$BIN/eventflow-loadgen" --stream "$1" --partitions 8 --connections 8 --duration "$DURATION" --warmup "$WARMUP" \
         --message-size 100 --compression lz4 --acks=-1 --json "$WORK/$1-$2.json" >"$WORK/$1-$2.log" 2>&1 \

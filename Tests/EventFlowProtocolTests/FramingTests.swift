@@ -147,7 +147,7 @@ import Testing
         #expect(error.context == .init(apiKey: apiKey, apiVersion: 0, correlationId: 77, clientId: "cli"))
     }
 
-    @Test(arguments: [(APIKey.produce, Int16(2)), (.produce, 8), (.fetch, 3), (.metadata, 8), (.apiVersions, 4), (.offsetCommit, 1)])
+    @Test(arguments: [(APIKey.produce, Int16(2)), (.produce, 9), (.fetch, 3), (.metadata, 8), (.apiVersions, 4), (.offsetCommit, 1)])
     func anUnservedVersionKeepsTheCorrelationId(_ apiKey: APIKey, _ version: Int16) throws {
         var frame = header(apiKey: apiKey.rawValue, version: version)
         frame.writeBytes([0, 1, 2, 3])  // a body EventFlow cannot and need not read

@@ -179,10 +179,20 @@ struct JSONParser {
             return parser.index - first
         }
         guard index < bytes.count else { throw fail("unexpected end") }
+        let integerStart = index
         if bytes[index] == UInt8(ascii: "0") {
             index += 1
         } else if digits(&self) == 0 {
             throw fail("expected a digit")
+        }
+        let integerDigits = index - integerStart
+        let isPlainInteger = index == bytes.count
+            || (bytes[index] != UInt8(ascii: ".") && bytes[index] | 0x20 != UInt8(ascii: "e"))
+        if isPlainInteger && integerDigits <= 15 {
+            // Exact in a double: no text conversion (most numbers in events are such integers).
+            var value: Int64 = 0
+            for byte in bytes[integerStart..<index] { value = value * 10 + Int64(byte - UInt8(ascii: "0")) }
+            return Double(bytes[start] == UInt8(ascii: "-") ? -value : value)
         }
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
             index += 1

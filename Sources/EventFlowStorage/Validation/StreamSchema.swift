@@ -55,12 +55,12 @@ public struct StreamSchema: Sendable, Hashable {
         } catch {
             return "\(error)"
         }
-        return root.violation(of: parsed, at: "")
+        return root.violation(of: parsed)?.description
     }
 
     /// The first violation of an already parsed value, or nil.
     public func violation(of value: JSONValue) -> String? {
-        root.violation(of: value, at: "")
+        root.violation(of: value)?.description
     }
 }
 
@@ -208,50 +208,76 @@ final class Node: Sendable {
         token.replacingOccurrences(of: "~", with: "~0").replacingOccurrences(of: "/", with: "~1")
     }
 
-    func violation(of value: JSONValue, at path: String) -> String? {
-        let location = path.isEmpty ? "/" : path
-        if refusesEverything { return "\(location): no value is allowed here" }
+    /// Where a value breaks a schema: the JSON Pointer's reference tokens, innermost first (built only
+    /// on the way back from a failure, so valid values allocate no paths), and why.
+    struct Violation {
+        var reversedPath: [String] = []
+        var message: String
+
+        var description: String {
+            let pointer = reversedPath.reversed().map { "/" + Node.escaped($0) }.joined()
+            return (pointer.isEmpty ? "/" : pointer) + ": " + message
+        }
+
+        func inside(_ token: String) -> Violation {
+            var copy = self
+            copy.reversedPath.append(token)
+            return copy
+        }
+    }
+
+    func violation(of value: JSONValue) -> Violation? {
+        if refusesEverything { return Violation(message: "no value is allowed here") }
         if let types, !types.contains(where: { Self.matches(value, type: $0) }) {
-            return "\(location): expected \(types.joined(separator: " or ")), got \(value.typeName)"
+            return Violation(message: "expected \(types.joined(separator: " or ")), got \(value.typeName)")
         }
         if let constValue, !Self.equal(value, constValue) {
-            return "\(location): must be \(Self.render(constValue))"
+            return Violation(message: "must be \(Self.render(constValue))")
         }
         if let enumValues, !enumValues.contains(where: { Self.equal(value, $0) }) {
-            return "\(location): must be one of \(enumValues.map(Self.render).joined(separator: ", "))"
+            return Violation(message: "must be one of \(enumValues.map(Self.render).joined(separator: ", "))")
         }
         switch value {
         case .number(let number):
-            if let minimum, number < minimum { return "\(location): \(Self.render(value)) is less than the minimum \(Self.render(.number(minimum)))" }
-            if let maximum, number > maximum { return "\(location): \(Self.render(value)) is greater than the maximum \(Self.render(.number(maximum)))" }
+            if let minimum, number < minimum { return Violation(message: "\(Self.render(value)) is less than the minimum \(Self.render(.number(minimum)))") }
+            if let maximum, number > maximum { return Violation(message: "\(Self.render(value)) is greater than the maximum \(Self.render(.number(maximum)))") }
         case .string(let text):
             if minLength != nil || maxLength != nil {
                 let length = text.unicodeScalars.count
-                if let minLength, length < minLength { return "\(location): \(length) characters, at least \(minLength) required" }
-                if let maxLength, length > maxLength { return "\(location): \(length) characters, at most \(maxLength) allowed" }
+                if let minLength, length < minLength { return Violation(message: "\(length) characters, at least \(minLength) required") }
+                if let maxLength, length > maxLength { return Violation(message: "\(length) characters, at most \(maxLength) allowed") }
             }
-            if let pattern, !pattern.matches(text) { return "\(location): does not match the pattern \(pattern.expression)" }
-            if let format, !Self.conforms(text, to: format) { return "\(location): not a valid \(format.rawValue)" }
+            if let pattern, !pattern.matches(text) { return Violation(message: "does not match the pattern \(pattern.expression)") }
+            if let format, !Self.conforms(text, to: format) { return Violation(message: "not a valid \(format.rawValue)") }
         case .array(let elements):
             if let items {
                 for (index, element) in elements.enumerated() {
-                    if let violation = items.violation(of: element, at: path + "/\(index)") { return violation }
+                    if let violation = items.violation(of: element) { return violation.inside(String(index)) }
                 }
             }
         case .object(let members):
             for name in required where members[name] == nil {
-                return "\(location): required property '\(name)' is missing"
+                return Violation(message: "required property '\(name)' is missing")
             }
-            for name in members.keys.sorted() {
-                guard let member = members[name] else { continue }
-                let memberPath = path + "/" + Self.escaped(name)
+            // Members in name order, so the first violation reported does not depend on hashing.
+            var firstName: String?
+            var first: Violation?
+            for (name, member) in members {
+                if let firstName, name > firstName { continue }
+                var found: Violation?
                 if let schema = properties[name] {
-                    if let violation = schema.violation(of: member, at: memberPath) { return violation }
+                    found = schema.violation(of: member)?.inside(name)
                 } else if let additionalProperties {
-                    if additionalProperties.refusesEverything { return "\(location): property '\(name)' is not allowed" }
-                    if let violation = additionalProperties.violation(of: member, at: memberPath) { return violation }
+                    found = additionalProperties.refusesEverything
+                        ? Violation(message: "property '\(name)' is not allowed")
+                        : additionalProperties.violation(of: member)?.inside(name)
+                }
+                if let found {
+                    firstName = name
+                    first = found
                 }
             }
+            if let first { return first }
         case .null, .bool:
             break
         }
