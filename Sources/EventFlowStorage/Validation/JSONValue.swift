@@ -1,6 +1,6 @@
 /// A JSON value as a stream's schema sees it (RFC 8259). Numbers are IEEE doubles, so integers
 /// beyond 2^53 compare approximately; objects keep the last of duplicate keys, as `jsonb` does.
-public indirect enum JSONValue: Sendable, Hashable {
+public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
     case number(Double)
