@@ -60,11 +60,29 @@ import Testing
         (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "note": 3}"#,
          "/note: expected string or null, got integer"),
         (#"[1, 2]"#, "/: expected object, got array"),
-        (#"{"id": 1,}"#, "not JSON: expected a member name at byte 9"),
-        (#"{"total": 1} x"#, "not JSON: unexpected bytes after the value at byte 13"),
+        (#"{,}"#, "not JSON: expected a member name at byte 1"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new"} x"#,
+         "not JSON: unexpected bytes after the value at byte 76"),
+        (#"{"id": "6f1c2b9e-0d4a-4c1e-9a43-8f2b51e0d9aa", "total": 1, "status": "new", "tags": ["ab\ud800"]}"#,
+         "not JSON: a high surrogate must be followed by a low one at byte 94"),
+        // Violations are reported in document order: the first member that breaks the schema.
+        (#"{"total": "1", "id": 7}"#, "/total: expected integer, got string"),
     ])
     func anInvalidOrderIsRefusedWithWhereAndWhy(value: String, message: String) throws {
         #expect(try violation(Self.order, value) == message)
+    }
+
+    /// Members no keyword looks at are read for their syntax only (never built), and still checked.
+    @Test func membersWithoutASchemaAreCheckedForSyntaxOnly() throws {
+        let schema = #"{"type": "object", "properties": {"a": {"type": "integer"}}}"#
+        #expect(try violation(schema, #"{"b": {"c": [1, "x\n\u00e9", {"d": null}], "e": {}}, "f": [], "a": 1}"#) == nil)
+        #expect(try violation(schema, #"{"b": "ok", "a": "s"}"#) == "/a: expected integer, got string")
+        #expect(try violation(schema, #"{"b": [1,], "a": 1}"#) == "not JSON: unexpected character at byte 9")
+        #expect(try violation(schema, #"{"b": {"c" 1}}"#) == "not JSON: expected ':' at byte 11")
+        #expect(try violation(schema, #"{"b": "\x"}"#) == "not JSON: invalid escape at byte 9")
+        let invalidUTF8: [UInt8] = Array(#"{"b": ""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)
+        let compiled = try StreamSchema(text: schema)
+        #expect(invalidUTF8.withUnsafeBufferPointer { compiled.violation(of: $0) } == "not JSON: invalid UTF-8 in a string at byte 7")
     }
 
     @Test func aNullValueBreaksAnySchema() throws {

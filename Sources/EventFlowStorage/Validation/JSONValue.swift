@@ -60,8 +60,8 @@ struct JSONParser {
     static let nestingDepthMax = 256
 
     private let bytes: UnsafeBufferPointer<UInt8>
-    private var index = 0
-    private var depth = 0
+    private(set) var index = 0
+    private(set) var depth = 0
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
@@ -75,11 +75,11 @@ struct JSONParser {
         return value
     }
 
-    private func fail(_ message: String) -> JSONParseError {
+    func fail(_ message: String) -> JSONParseError {
         JSONParseError(message: message, offset: index)
     }
 
-    private mutating func skipWhitespace() {
+    mutating func skipWhitespace() {
         while index < bytes.count {
             switch bytes[index] {
             case 0x20, 0x09, 0x0A, 0x0D: index += 1
@@ -88,7 +88,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func value() throws(JSONParseError) -> JSONValue {
+    mutating func value() throws(JSONParseError) -> JSONValue {
         guard index < bytes.count else { throw fail("unexpected end") }
         switch bytes[index] {
         case UInt8(ascii: "{"): return try object()
@@ -102,7 +102,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func literal(_ word: StaticString) throws(JSONParseError) {
+    mutating func literal(_ word: StaticString) throws(JSONParseError) {
         let count = word.utf8CodeUnitCount
         guard bytes.count - index >= count else { throw fail("unexpected end") }
         for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] {
@@ -111,9 +111,109 @@ struct JSONParser {
         index += count
     }
 
-    private mutating func nest() throws(JSONParseError) {
+    mutating func nest() throws(JSONParseError) {
         depth += 1
         guard depth <= Self.nestingDepthMax else { throw fail("nested deeper than \(Self.nestingDepthMax) levels") }
+    }
+
+    mutating func unnest() { depth -= 1 }
+
+    /// The byte at the current position (after whitespace), or nil at the end.
+    mutating func peek() -> UInt8? {
+        skipWhitespace()
+        return index < bytes.count ? bytes[index] : nil
+    }
+
+    mutating func advance() { index += 1 }
+
+    var isAtEnd: Bool { index == bytes.count }
+
+    /// Checks one value of any kind without building it (strings are checked, not decoded).
+    mutating func skipValue() throws(JSONParseError) {
+        guard let byte = peek() else { throw fail("unexpected end") }
+        switch byte {
+        case UInt8(ascii: "\""): try skipString()
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            try nest()
+            let close = byte == UInt8(ascii: "{") ? UInt8(ascii: "}") : UInt8(ascii: "]")
+            index += 1
+            if peek() == close {
+                index += 1
+                depth -= 1
+                return
+            }
+            while true {
+                if close == UInt8(ascii: "}") {
+                    guard peek() == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+                    try skipString()
+                    guard peek() == UInt8(ascii: ":") else { throw fail("expected ':'") }
+                    index += 1
+                }
+                try skipValue()
+                guard let next = peek() else { throw fail("unexpected end") }
+                index += 1
+                if next == UInt8(ascii: ",") { continue }
+                guard next == close else { index -= 1; throw fail(close == UInt8(ascii: "}") ? "expected ',' or '}'" : "expected ',' or ']'") }
+                depth -= 1
+                return
+            }
+        default: _ = try value()
+        }
+    }
+
+    /// Checks a string (escapes, surrogate pairs, UTF-8, no control characters) without decoding it.
+    mutating func skipString() throws(JSONParseError) {
+        index += 1
+        var runStart = index
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                try checkUTF8(runStart..<index)
+                index += 1
+                return
+            }
+            if byte == UInt8(ascii: "\\") {
+                try checkUTF8(runStart..<index)
+                var scratch: [UInt8] = []
+                try escape(into: &scratch)
+                runStart = index
+                continue
+            }
+            guard byte >= 0x20 else { throw fail("control character in a string") }
+            index += 1
+        }
+        throw fail("unterminated string")
+    }
+
+    /// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+    private func checkUTF8(_ range: Range<Int>) throws(JSONParseError) {
+        var position = range.lowerBound
+        while position < range.upperBound {
+            let lead = bytes[position]
+            if lead < 0x80 {
+                position += 1
+                continue
+            }
+            let invalid = JSONParseError(message: "invalid UTF-8 in a string", offset: position)
+            let continuation: Int
+            var low: UInt8 = 0x80, high: UInt8 = 0xBF
+            switch lead {
+            case 0xC2...0xDF: continuation = 1
+            case 0xE0: continuation = 2; low = 0xA0
+            case 0xE1...0xEC, 0xEE...0xEF: continuation = 2
+            case 0xED: continuation = 2; high = 0x9F
+            case 0xF0: continuation = 3; low = 0x90
+            case 0xF1...0xF3: continuation = 3
+            case 0xF4: continuation = 3; high = 0x8F
+            default: throw invalid
+            }
+            guard position + continuation < range.upperBound else { throw invalid }
+            for offset in 1...continuation {
+                let byte = bytes[position + offset]
+                guard offset == 1 ? (low...high).contains(byte) : (0x80...0xBF).contains(byte) else { throw invalid }
+            }
+            position += continuation + 1
+        }
     }
 
     private mutating func object() throws(JSONParseError) -> JSONValue {
@@ -168,7 +268,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func number() throws(JSONParseError) -> Double {
+    mutating func number() throws(JSONParseError) -> Double {
         let start = index
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
         func digits(_ parser: inout JSONParser) -> Int {
@@ -208,15 +308,16 @@ struct JSONParser {
         return value
     }
 
-    private mutating func string() throws(JSONParseError) -> String {
+    mutating func string() throws(JSONParseError) -> String {
         index += 1
         let start = index
         // Fast path: no escapes, so the string is a slice of the input.
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
-                guard let text = String(validating: slice, as: UTF8.self) else { throw fail("invalid UTF-8 in a string") }
+                // Checked here, then decoded: `String(validating:)` is several times slower (unspecialized).
+                try checkUTF8(start..<index)
+                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
                 index += 1
                 return text
             }
@@ -233,35 +334,7 @@ struct JSONParser {
                 index += 1
                 return text
             case UInt8(ascii: "\\"):
-                index += 1
-                guard index < bytes.count else { throw fail("unexpected end") }
-                let escaped = bytes[index]
-                index += 1
-                switch escaped {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): scalars.append(escaped)
-                case UInt8(ascii: "b"): scalars.append(0x08)
-                case UInt8(ascii: "f"): scalars.append(0x0C)
-                case UInt8(ascii: "n"): scalars.append(0x0A)
-                case UInt8(ascii: "r"): scalars.append(0x0D)
-                case UInt8(ascii: "t"): scalars.append(0x09)
-                case UInt8(ascii: "u"):
-                    var code = try hex4()
-                    if (0xD800...0xDBFF).contains(code) {
-                        guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
-                            throw fail("a high surrogate must be followed by a low one")
-                        }
-                        index += 2
-                        let low = try hex4()
-                        guard (0xDC00...0xDFFF).contains(low) else { throw fail("a high surrogate must be followed by a low one") }
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    } else if (0xDC00...0xDFFF).contains(code) {
-                        throw fail("a low surrogate without a high one")
-                    }
-                    guard let scalar = Unicode.Scalar(code) else { throw fail("invalid \\u escape") }
-                    scalars.append(contentsOf: String(Character(scalar)).utf8)
-                default:
-                    throw fail("invalid escape")
-                }
+                try escape(into: &scalars)
             default:
                 guard byte >= 0x20 else { throw fail("control character in a string") }
                 scalars.append(byte)
@@ -269,6 +342,39 @@ struct JSONParser {
             }
         }
         throw fail("unterminated string")
+    }
+
+    /// Reads the escape at the current backslash and appends what it stands for, as UTF-8.
+    private mutating func escape(into scalars: inout [UInt8]) throws(JSONParseError) {
+        index += 1
+        guard index < bytes.count else { throw fail("unexpected end") }
+        let escaped = bytes[index]
+        index += 1
+        switch escaped {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): scalars.append(escaped)
+        case UInt8(ascii: "b"): scalars.append(0x08)
+        case UInt8(ascii: "f"): scalars.append(0x0C)
+        case UInt8(ascii: "n"): scalars.append(0x0A)
+        case UInt8(ascii: "r"): scalars.append(0x0D)
+        case UInt8(ascii: "t"): scalars.append(0x09)
+        case UInt8(ascii: "u"):
+            var code = try hex4()
+            if (0xD800...0xDBFF).contains(code) {
+                guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
+                    throw fail("a high surrogate must be followed by a low one")
+                }
+                index += 2
+                let low = try hex4()
+                guard (0xDC00...0xDFFF).contains(low) else { throw fail("a high surrogate must be followed by a low one") }
+                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+            } else if (0xDC00...0xDFFF).contains(code) {
+                throw fail("a low surrogate without a high one")
+            }
+            guard let scalar = Unicode.Scalar(code) else { throw fail("invalid \\u escape") }
+            scalars.append(contentsOf: String(Character(scalar)).utf8)
+        default:
+            throw fail("invalid escape")
+        }
     }
 
     private mutating func hex4() throws(JSONParseError) -> UInt32 {

@@ -49,13 +49,14 @@ public struct StreamSchema: Sendable, Hashable {
     /// The first way `value` (a record's value bytes) breaks the schema, or nil if it is valid.
     public func violation(of value: UnsafeBufferPointer<UInt8>?) -> String? {
         guard let value else { return "the record has no value (null); the stream's schema needs a JSON value" }
-        let parsed: JSONValue
+        var parser = JSONParser(value)
         do {
-            parsed = try JSONValue.parse(value)
+            if let found = try root.check(&parser) { return found.description }
+            guard parser.peek() == nil else { throw parser.fail("unexpected bytes after the value") }
+            return nil
         } catch {
             return "\(error)"
         }
-        return root.violation(of: parsed)?.description
     }
 
     /// The first violation of an already parsed value, or nil.
@@ -85,6 +86,11 @@ final class Node: Sendable {
     let types: [String]?
     let properties: [String: Node]
     let required: [String]
+    /// Per member name: its schema (`properties`) and its bit in the mask of required names that
+    /// `check` keeps per object — one lookup per member read.
+    let memberRules: [String: (schema: Node?, requiredBit: UInt64)]
+    /// More required names in one object are refused (they are tracked in a 64-bit mask).
+    static let requiredNamesMax = 64
     /// nil: any additional property is allowed.
     let additionalProperties: Node?
     let items: Node?
@@ -152,8 +158,14 @@ final class Node: Sendable {
                 required.append(text)
             }
             guard Set(required).count == required.count else { throw refuse("required", "property names must be distinct") }
+            guard required.count <= Self.requiredNamesMax else { throw refuse("required", "at most \(Self.requiredNamesMax) names") }
         }
         self.required = required
+        var memberRules = properties.mapValues { (schema: Optional($0), requiredBit: UInt64(0)) }
+        for (index, name) in required.enumerated() {
+            memberRules[name, default: (nil, 0)].requiredBit = UInt64(1) << UInt64(index)
+        }
+        self.memberRules = memberRules
 
         additionalProperties = try members["additionalProperties"].map { value throws(StreamSchemaError) in
             try Node(compiling: value, at: path + "/additionalProperties")
@@ -226,78 +238,160 @@ final class Node: Sendable {
         }
     }
 
+    /// Whether checking needs the value built: `enum` and `const` compare whole values.
+    var needsWholeValue: Bool { enumValues != nil || constValue != nil }
+    /// Whether a string's text is needed, or checking its syntax is enough.
+    var needsStringText: Bool { minLength != nil || maxLength != nil || pattern != nil || format != nil }
+
+    func typeViolation(_ typeName: String) -> Violation? {
+        guard let types, !types.contains(where: { $0 == typeName || ($0 == "number" && typeName == "integer") }) else { return nil }
+        return Violation(message: "expected \(types.joined(separator: " or ")), got \(typeName)")
+    }
+
+    func numberViolation(_ number: Double) -> Violation? {
+        if let minimum, number < minimum {
+            return Violation(message: "\(Self.render(.number(number))) is less than the minimum \(Self.render(.number(minimum)))")
+        }
+        if let maximum, number > maximum {
+            return Violation(message: "\(Self.render(.number(number))) is greater than the maximum \(Self.render(.number(maximum)))")
+        }
+        return nil
+    }
+
+    func stringViolation(_ text: String) -> Violation? {
+        if minLength != nil || maxLength != nil {
+            // Code points: the UTF-8 bytes that do not continue a sequence.
+            var text = text
+            let length = text.withUTF8 { bytes in
+                var count = 0
+                for byte in bytes where byte & 0xC0 != 0x80 { count += 1 }
+                return count
+            }
+            if let minLength, length < minLength { return Violation(message: "\(length) characters, at least \(minLength) required") }
+            if let maxLength, length > maxLength { return Violation(message: "\(length) characters, at most \(maxLength) allowed") }
+        }
+        if let pattern, !pattern.matches(text) { return Violation(message: "does not match the pattern \(pattern.expression)") }
+        if let format, !Self.conforms(text, to: format) { return Violation(message: "not a valid \(format.rawValue)") }
+        return nil
+    }
+
+    /// The first violation of a built value (members in name order, so it does not depend on hashing).
     func violation(of value: JSONValue) -> Violation? {
         if refusesEverything { return Violation(message: "no value is allowed here") }
-        if let types, !types.contains(where: { Self.matches(value, type: $0) }) {
-            return Violation(message: "expected \(types.joined(separator: " or ")), got \(value.typeName)")
-        }
-        if let constValue, !Self.equal(value, constValue) {
+        if let found = typeViolation(value.typeName) { return found }
+        if let constValue, value != constValue {
             return Violation(message: "must be \(Self.render(constValue))")
         }
-        if let enumValues, !enumValues.contains(where: { Self.equal(value, $0) }) {
+        if let enumValues, !enumValues.contains(value) {
             return Violation(message: "must be one of \(enumValues.map(Self.render).joined(separator: ", "))")
         }
         switch value {
         case .number(let number):
-            if let minimum, number < minimum { return Violation(message: "\(Self.render(value)) is less than the minimum \(Self.render(.number(minimum)))") }
-            if let maximum, number > maximum { return Violation(message: "\(Self.render(value)) is greater than the maximum \(Self.render(.number(maximum)))") }
+            return numberViolation(number)
         case .string(let text):
-            if minLength != nil || maxLength != nil {
-                let length = text.unicodeScalars.count
-                if let minLength, length < minLength { return Violation(message: "\(length) characters, at least \(minLength) required") }
-                if let maxLength, length > maxLength { return Violation(message: "\(length) characters, at most \(maxLength) allowed") }
-            }
-            if let pattern, !pattern.matches(text) { return Violation(message: "does not match the pattern \(pattern.expression)") }
-            if let format, !Self.conforms(text, to: format) { return Violation(message: "not a valid \(format.rawValue)") }
+            return stringViolation(text)
         case .array(let elements):
-            if let items {
-                for (index, element) in elements.enumerated() {
-                    if let violation = items.violation(of: element) { return violation.inside(String(index)) }
-                }
+            guard let items else { return nil }
+            for (index, element) in elements.enumerated() {
+                if let violation = items.violation(of: element) { return violation.inside(String(index)) }
             }
         case .object(let members):
             for name in required where members[name] == nil {
                 return Violation(message: "required property '\(name)' is missing")
             }
-            // Members in name order, so the first violation reported does not depend on hashing.
-            var firstName: String?
-            var first: Violation?
-            for (name, member) in members {
-                if let firstName, name > firstName { continue }
-                var found: Violation?
+            for name in members.keys.sorted() {
+                guard let member = members[name] else { continue }
                 if let schema = properties[name] {
-                    found = schema.violation(of: member)?.inside(name)
+                    if let violation = schema.violation(of: member) { return violation.inside(name) }
                 } else if let additionalProperties {
-                    found = additionalProperties.refusesEverything
-                        ? Violation(message: "property '\(name)' is not allowed")
-                        : additionalProperties.violation(of: member)?.inside(name)
-                }
-                if let found {
-                    firstName = name
-                    first = found
+                    if additionalProperties.refusesEverything { return Violation(message: "property '\(name)' is not allowed") }
+                    if let violation = additionalProperties.violation(of: member) { return violation.inside(name) }
                 }
             }
-            if let first { return first }
         case .null, .bool:
             break
         }
         return nil
     }
 
-    static func matches(_ value: JSONValue, type: String) -> Bool {
-        switch (value, type) {
-        case (.null, "null"), (.bool, "boolean"), (.string, "string"), (.array, "array"), (.object, "object"), (.number, "number"):
-            return true
-        case (.number(let number), "integer"):
-            return number.isWholeNumber
+    /// Checks the value at the parser's position while reading it, building nothing the schema does
+    /// not look at (what Produce runs on every record). Stops at the first violation, in document order.
+    func check(_ parser: inout JSONParser) throws(JSONParseError) -> Violation? {
+        if refusesEverything { return Violation(message: "no value is allowed here") }
+        guard let byte = parser.peek() else { throw parser.fail("unexpected end") }
+        if needsWholeValue { return violation(of: try parser.value()) }
+        switch byte {
+        case UInt8(ascii: "{"):
+            if let found = typeViolation("object") { return found }
+            return try checkObject(&parser)
+        case UInt8(ascii: "["):
+            if let found = typeViolation("array") { return found }
+            try parser.nest()
+            parser.advance()
+            if parser.peek() == UInt8(ascii: "]") {
+                parser.advance()
+                parser.unnest()
+                return nil
+            }
+            var position = 0
+            while true {
+                if let items {
+                    if let found = try items.check(&parser) { return found.inside(String(position)) }
+                } else {
+                    try parser.skipValue()
+                }
+                position += 1
+                guard let next = parser.peek() else { throw parser.fail("unexpected end") }
+                guard next == UInt8(ascii: ",") || next == UInt8(ascii: "]") else { throw parser.fail("expected ',' or ']'") }
+                parser.advance()
+                if next == UInt8(ascii: "]") {
+                    parser.unnest()
+                    return nil
+                }
+            }
+        case UInt8(ascii: "\""):
+            if let found = typeViolation("string") { return found }
+            if needsStringText { return stringViolation(try parser.string()) }
+            try parser.skipString()
+            return nil
         default:
-            return false
+            // Numbers, true, false, null (and what is none of them: the parser names it).
+            return violation(of: try parser.value())
         }
     }
 
-    /// JSON Schema equality: numbers by value (1 equals 1.0), objects regardless of member order.
-    static func equal(_ lhs: JSONValue, _ rhs: JSONValue) -> Bool {
-        lhs == rhs
+    private func checkObject(_ parser: inout JSONParser) throws(JSONParseError) -> Violation? {
+        try parser.nest()
+        parser.advance()
+        var present: UInt64 = 0
+        if parser.peek() != UInt8(ascii: "}") {
+            while true {
+                guard parser.peek() == UInt8(ascii: "\"") else { throw parser.fail("expected a member name") }
+                let name = try parser.string()
+                guard parser.peek() == UInt8(ascii: ":") else { throw parser.fail("expected ':'") }
+                parser.advance()
+                let rule = memberRules[name]
+                present |= rule?.requiredBit ?? 0
+                if let schema = rule?.schema {
+                    if let found = try schema.check(&parser) { return found.inside(name) }
+                } else if let additionalProperties {
+                    if additionalProperties.refusesEverything { return Violation(message: "property '\(name)' is not allowed") }
+                    if let found = try additionalProperties.check(&parser) { return found.inside(name) }
+                } else {
+                    try parser.skipValue()
+                }
+                guard let next = parser.peek() else { throw parser.fail("unexpected end") }
+                guard next == UInt8(ascii: ",") || next == UInt8(ascii: "}") else { throw parser.fail("expected ',' or '}'") }
+                if next == UInt8(ascii: "}") { break }
+                parser.advance()
+            }
+        }
+        parser.advance()
+        parser.unnest()
+        for (index, name) in required.enumerated() where present & (1 << UInt64(index)) == 0 {
+            return Violation(message: "required property '\(name)' is missing")
+        }
+        return nil
     }
 
     static func render(_ value: JSONValue) -> String {
