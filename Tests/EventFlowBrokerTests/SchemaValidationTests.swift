@@ -138,6 +138,21 @@ import Testing
         await harness.broker.shutdown()
     }
 
+    @Test func anInvalidRecordSentWithAcksZeroIsStillDeadLetteredAndTheConnectionCloses() async throws {
+        let harness = try await BrokerHarness.start(partitions: 1, prepare: Self.withSchema)
+        let connection = try await harness.authenticatedConnection()
+        let invalid = try Self.batch([#"{"id": 1, "total": 1}"#, #"{"id": "one"}"#])
+        _ = try await connection.send(produceRequest(topic: "orders", batch: invalid, acks: 0), version: 8)
+        // No answer for acks=0: the refusal closes the connection, the only signal such a producer gets.
+        #expect(await connection.receiveFrame() == nil)
+        let db = try harness.database()
+        defer { db.close() }
+        #expect(try await eventually { try Self.deadLetters(db).count == 1 })
+        #expect(try Self.deadLetters(db).map(\.reason) == ["schema validation: /id: expected integer, got string"])
+        #expect(try Self.storedRecords(db, harness.stream) == 0)
+        await harness.broker.shutdown()
+    }
+
     @Test func theSwiftProducerReportsTheRefusalWithTheRecordsMessage() async throws {
         let harness = try await BrokerHarness.start(partitions: 1, prepare: Self.withSchema)
         let producer = try DeadLetterTests.producer(harness)
