@@ -489,17 +489,29 @@ final class Node: Sendable {
 }
 
 /// A compiled `pattern`: matched anywhere in the string (JSON Schema patterns are not anchored).
-/// NSRegularExpression is immutable and documented as safe to share across threads.
+/// Simple patterns run on EventFlow's own matcher, the rest on NSRegularExpression (ICU), which
+/// also checks every pattern's syntax when the schema is set. NSRegularExpression is immutable and
+/// documented as safe to share across threads.
 final class Pattern: @unchecked Sendable {
     let expression: String
+    private let simple: SimplePattern?
     private let regex: NSRegularExpression
 
     init(_ expression: String) throws {
         self.expression = expression
         self.regex = try NSRegularExpression(pattern: expression)
+        self.simple = SimplePattern(expression)
     }
 
+    var isSimple: Bool { simple != nil }
+
     func matches(_ text: String) -> Bool {
+        if let simple { return simple.matches(text) }
+        return regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    }
+
+    /// NSRegularExpression's answer, whatever matcher `matches` uses (tests compare the two).
+    func regexMatches(_ text: String) -> Bool {
         regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
     }
 }
