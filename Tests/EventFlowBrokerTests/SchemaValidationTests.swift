@@ -138,6 +138,77 @@ import Testing
         await harness.broker.shutdown()
     }
 
+    @Test func aBatchOfManyInvalidRecordsNamesAndDeadLettersABoundedNumberOfThem() async throws {
+        let harness = try await BrokerHarness.start(partitions: 1, prepare: Self.withSchema)
+        let connection = try await harness.authenticatedConnection()
+        let count = ProduceCollector.refusedRecordsMax + 500
+        let values = (0..<count).map { #"{"id": \#($0)}"# }
+        let (_, refused) = try await connection.call(produceRequest(topic: "orders", batch: try Self.batch(values)), version: 8)
+        let answer = try #require(refused.responses.first?.partitionResponses.first)
+        #expect(answer.errorCode == .invalidRecord)
+        #expect(answer.recordErrors.count == ProduceCollector.refusedRecordsMax)
+        #expect(answer.recordErrors.first == .init(batchIndex: 0, message: "/: required property 'total' is missing"))
+        #expect(answer.errorMessage == "\(count) of \(count) records do not match the stream's schema; record 0: "
+            + "/: required property 'total' is missing (\(ProduceCollector.refusedRecordsMax) of them named and dead-lettered: "
+            + "at most \(ProduceCollector.refusedRecordsMax) records and 4 MiB of values per request)")
+        let db = try harness.database()
+        defer { db.close() }
+        #expect(try Self.deadLetters(db).count == ProduceCollector.refusedRecordsMax)
+        #expect(try Self.storedRecords(db, harness.stream) == 0)
+        await connection.close()
+        await harness.broker.shutdown()
+    }
+
+    @Test func thePartitionTwiceInOneRequestIsRefusedWithoutDeadLetters() async throws {
+        let harness = try await BrokerHarness.start(partitions: 1, prepare: Self.withSchema)
+        let connection = try await harness.authenticatedConnection()
+        let invalid = try Self.batch([#"{"id": "x"}"#]), valid = try Self.batch([#"{"id": 1, "total": 1}"#])
+        let request = ProduceRequest(acks: -1, timeoutMs: 30_000, topicData: [
+            .init(name: "orders", partitionData: [.init(index: 0, records: invalid), .init(index: 0, records: valid)]),
+        ])
+        let (_, response) = try await connection.call(request, version: 8)
+        let answers = try #require(response.responses.first?.partitionResponses)
+        #expect(answers.map(\.errorCode) == [.invalidRequest, .invalidRequest])
+        #expect(answers.allSatisfy { $0.recordErrors.isEmpty && $0.errorMessage == "partition 0 of orders appears twice in the request" })
+        let db = try harness.database()
+        defer { db.close() }
+        #expect(try Self.deadLetters(db).isEmpty)
+        #expect(try Self.storedRecords(db, harness.stream) == 0)
+        await connection.close()
+        await harness.broker.shutdown()
+    }
+
+    /// Refused records whose rows cannot be written are answered the retriable KAFKA_STORAGE_ERROR,
+    /// never INVALID_RECORD without their rows: the producer's retry writes them.
+    @Test func refusedRecordsWhoseRowsCannotBeWrittenAreAnsweredRetriably() async throws {
+        let harness = try await BrokerHarness.start(partitions: 1, prepare: Self.withSchema)
+        let db = try harness.database()
+        defer { db.close() }
+        try db.execute("""
+            CREATE FUNCTION refuse_dead_letters() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'dead_letter_events is read-only in this test'; END $$
+            """)
+        try db.execute("""
+            CREATE TRIGGER refuse_dead_letters BEFORE INSERT ON dead_letter_events
+            FOR EACH ROW EXECUTE FUNCTION refuse_dead_letters()
+            """)
+        let connection = try await harness.authenticatedConnection()
+        let invalid = try Self.batch([#"{"id": "x"}"#])
+        let (_, first) = try await connection.call(produceRequest(topic: "orders", batch: invalid), version: 8)
+        let failed = try #require(first.responses.first?.partitionResponses.first)
+        #expect(failed.errorCode == .kafkaStorageError)
+        #expect(failed.errorCode.isRetriable)
+        #expect(failed.errorMessage == "the refused records could not be written to dead_letter_events; retry")
+        #expect(try Self.deadLetters(db).isEmpty)
+
+        try db.execute("DROP TRIGGER refuse_dead_letters ON dead_letter_events")
+        let (_, retried) = try await connection.call(produceRequest(topic: "orders", batch: invalid), version: 8)
+        #expect(retried.responses.first?.partitionResponses.first?.errorCode == .invalidRecord)
+        #expect(try Self.deadLetters(db).map(\.reason) == ["schema validation: /id: expected integer, got string"])
+        await connection.close()
+        await harness.broker.shutdown()
+    }
+
     @Test func anInvalidRecordSentWithAcksZeroIsStillDeadLetteredAndTheConnectionCloses() async throws {
         let harness = try await BrokerHarness.start(partitions: 1, prepare: Self.withSchema)
         let connection = try await harness.authenticatedConnection()

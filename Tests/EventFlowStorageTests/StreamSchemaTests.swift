@@ -122,7 +122,43 @@ import Testing
         #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array("\"\u{01}\"".utf8)) }
         #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22, 0xFF, 0x22]) }
         #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array("01".utf8)) }
-        #expect(throws: JSONParseError.self) { try JSONValue(parsing: Array(String(repeating: "[", count: 300).utf8)) }
+        let deep = Array((String(repeating: "[", count: 300) + String(repeating: "]", count: 300)).utf8)
+        #expect(throws: JSONParseError(message: "nested deeper than 256 levels", offset: 256)) { try JSONValue(parsing: deep) }
+        let deepest = Array((String(repeating: "[", count: 256) + String(repeating: "]", count: 256)).utf8)
+        #expect(throws: Never.self) { try JSONValue(parsing: deepest) }
+        // The produce path (the check while reading, and the syntax-only skip) has the same bound.
+        for schema in [#"{"items": {"items": {}}}"#, #"{"type": "array"}"#] {
+            let compiled = try StreamSchema(text: schema)
+            #expect(deep.withUnsafeBufferPointer { compiled.violation(of: $0) } == "not JSON: nested deeper than 256 levels at byte 256")
+            #expect(deepest.withUnsafeBufferPointer { compiled.violation(of: $0) } == nil)
+        }
+    }
+
+    @Test func aViolationNamingWhatTheRecordSaysIsEscapedAndBounded() throws {
+        let schema = try StreamSchema(text: #"{"additionalProperties": false}"#)
+        let name = #"\u0000"# + String(repeating: "a", count: 40_000)
+        let message = try #require(Array(#"{"\#(name)": 1}"#.utf8).withUnsafeBufferPointer { schema.violation(of: $0) })
+        #expect(message.hasPrefix(#"/: property '\u0000aaa"#), "\(message.prefix(40))")
+        #expect(message.hasSuffix("..."))
+        #expect(message.utf8.count <= StreamSchema.violationBytesMax)
+        #expect(!message.utf8.contains(0))
+    }
+
+    @Test(arguments: ["^(a+)+$", "(a|aa)*", "((ab)*c)+", "(x{2,})*"])
+    func aPatternThatCanBacktrackExponentiallyIsRefused(pattern: String) {
+        let schema = #"{"pattern": "\#(pattern)"}"#
+        #expect(throws: StreamSchemaError(path: "/pattern",
+                                          message: "a repeated group holding a quantifier or an alternation can take exponential time: \(pattern)")) {
+            try StreamSchema(text: schema)
+        }
+    }
+
+    @Test func aPatternThatGivesUpIsAViolationNamingIt() throws {
+        #expect(throws: Never.self) { try StreamSchema(text: #"{"pattern": "^(ab)+$"}"#) }
+        let schema = try StreamSchema(text: #"{"pattern": "a*a*a*a*a*a*b"}"#)
+        let value = Array(("\"" + String(repeating: "a", count: 200) + "\"").utf8)
+        #expect(value.withUnsafeBufferPointer { schema.violation(of: $0) }
+                == "/: matching the pattern a*a*a*a*a*a*b gave up after \(SimplePattern.matchStepsMax) steps")
     }
 
     @Test func dateTimesFollowRFC3339() {

@@ -316,10 +316,11 @@ struct RequestServer {
             controlPlane.run(on: eventLoop) { db in
                 try DeadLetters.insertRefused(db, streamID: stream.id, streamName: stream.name, partition: partition, records,
                                               failedAt: Date())
-            }.recover { error in
-                logger.error("refused records could not be written to dead_letter_events",
+            }.map { true }.recover { error in
+                logger.error("refused records could not be written to dead_letter_events; answering KAFKA_STORAGE_ERROR",
                              metadata: ["stream": "\(stream.name)", "partition": "\(partition)", "records": "\(records.count)",
                                         "error": "\(error)"])
+                return false
             }
         }
         let accepted = resolved.map { streams -> Void in
@@ -351,9 +352,21 @@ final class ProduceCollector {
         var writingDeadLetters = false
     }
 
-    /// Writes a partition's schema-refused records to dead_letter_events; never fails (it logs).
+    /// Writes a partition's schema-refused records to dead_letter_events; true once they are written.
     typealias RefusedRecordsWriter = @Sendable (_ stream: (id: UUID, name: String), _ partition: Int32,
-                                                _ records: [DeadLetters.RefusedRecord]) -> EventLoopFuture<Void>
+                                                _ records: [DeadLetters.RefusedRecord]) -> EventLoopFuture<Bool>
+
+    /// What the refused records of one request may keep in memory until their rows are written: the
+    /// first records up to these bounds become rows and `recordErrors`, the rest are only counted in
+    /// the partition's message (a 64 MiB LZ4 batch can hold millions of records).
+    static let refusedRecordsMax = 1000
+    static let refusedValueBytesMax = 4 << 20
+
+    /// The bounds above, spent across the partitions of one request.
+    struct RefusalBudget {
+        var records = ProduceCollector.refusedRecordsMax
+        var valueBytes = ProduceCollector.refusedValueBytesMax
+    }
 
     private let request: ProduceRequest
     private let ackMode: AckMode
@@ -376,6 +389,7 @@ final class ProduceCollector {
         var seen: [String: [Int32: Int]] = [:]
         var accepted: [(slot: Int, batches: [ValidatedBatch])] = []
         var refused: [(slot: Int, stream: (id: UUID, name: String), records: [DeadLetters.RefusedRecord])] = []
+        var budget = RefusalBudget()
         for (topicIndex, topic) in request.topicData.enumerated() {
             for (partitionIndex, data) in topic.partitionData.enumerated() {
                 let slotIndex = slots.count
@@ -384,7 +398,11 @@ final class ProduceCollector {
                     // The same partition twice in one request: both are refused (produce.md).
                     slots[earlier].error = .invalidRequest
                     slots[slotIndex].error = .invalidRequest
+                    slots[earlier].errorMessage = "partition \(data.index) of \(topic.name) appears twice in the request"
+                    slots[slotIndex].errorMessage = slots[earlier].errorMessage
+                    slots[earlier].recordErrors = []
                     accepted.removeAll { $0.slot == earlier }
+                    refused.removeAll { $0.slot == earlier }
                     continue
                 }
                 seen[topic.name, default: [:]][data.index] = slotIndex
@@ -399,7 +417,8 @@ final class ProduceCollector {
                 }
                 switch Self.validate(data.records, partition: StreamPartition(streamID: stream.id, partition: data.index),
                                      ackMode: ackMode, decompressedBytesMax: decompressedBatchBytesMax, batcher: batcher,
-                                     deadLetterOrganizationID: stream.isDeadLetter ? organizationID : nil, schema: stream.schema) {
+                                     deadLetterOrganizationID: stream.isDeadLetter ? organizationID : nil, schema: stream.schema,
+                                     refusalBudget: &budget) {
                 case .success(let batches): accepted.append((slotIndex, batches))
                 case .failure(let refusal):
                     slots[slotIndex].error = refusal.code
@@ -417,7 +436,7 @@ final class ProduceCollector {
             slots[slot].remaining = 1
         }
         unanswered = ackMode == .none ? 0 : slots.filter { ($0.error == nil || $0.writingDeadLetters) && $0.remaining > 0 }.count
-        if ackMode == .durable, unanswered > 0 {
+        if ackMode == .durable || !refused.isEmpty, unanswered > 0 {
             let bound = NIOLoopBound(self, eventLoop: eventLoop)
             timeout = eventLoop.scheduleTask(in: .milliseconds(Int64(max(request.timeoutMs, 0)))) {
                 bound.value.timedOut()
@@ -426,8 +445,8 @@ final class ProduceCollector {
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         for (slot, stream, records) in refused {
             let partition = slots[slot].index
-            writeRefused(stream, partition, records).hop(to: eventLoop).whenComplete { _ in
-                bound.value.deadLettersWritten(slot: slot)
+            writeRefused(stream, partition, records).hop(to: eventLoop).whenSuccess { written in
+                bound.value.deadLettersWritten(slot: slot, written: written)
             }
         }
         for (slot, batches) in accepted {
@@ -452,7 +471,8 @@ final class ProduceCollector {
     /// returned for `dead_letter_events`. Streams without a schema never pay for this.
     static func validate(_ records: ByteBuffer?, partition: StreamPartition, ackMode: AckMode,
                          decompressedBytesMax: Int, batcher: WriteAheadBatcher,
-                         deadLetterOrganizationID: UUID? = nil, schema: StreamSchema? = nil) -> Result<[ValidatedBatch], RequestServer.Refusal> {
+                         deadLetterOrganizationID: UUID? = nil, schema: StreamSchema? = nil,
+                         refusalBudget: inout RefusalBudget) -> Result<[ValidatedBatch], RequestServer.Refusal> {
         guard let records, records.readableBytes > 0 else {
             return .failure(.init(code: .invalidRecord, message: "no record batch"))
         }
@@ -461,6 +481,8 @@ final class ProduceCollector {
         var recordIndex: Int32 = 0
         var refusedRecords: [DeadLetters.RefusedRecord] = []
         var recordErrors: [ProduceResponse.RecordError] = []
+        var invalidCount = 0
+        var firstViolation: (index: Int32, message: String)?
         do {
             while let view = try sequence.next() {
                 let header = view.header
@@ -478,9 +500,16 @@ final class ProduceCollector {
                                 value.withUnsafeReadableBytes { schema.violation(of: $0.assumingMemoryBound(to: UInt8.self)) }
                             } ?? schema.violation(of: nil)
                             if let violation {
-                                recordErrors.append(.init(batchIndex: recordIndex, message: violation))
-                                refusedRecords.append(.init(index: recordIndex, reason: "schema validation: \(violation)",
-                                                            value: record.value.map { Array($0.readableBytesView) }))
+                                invalidCount += 1
+                                if firstViolation == nil { firstViolation = (recordIndex, violation) }
+                                let valueBytes = record.value?.readableBytes ?? 0
+                                if refusalBudget.records > 0, refusalBudget.valueBytes >= valueBytes {
+                                    refusalBudget.records -= 1
+                                    refusalBudget.valueBytes -= valueBytes
+                                    recordErrors.append(.init(batchIndex: recordIndex, message: violation))
+                                    refusedRecords.append(.init(index: recordIndex, reason: "schema validation: \(violation)",
+                                                                value: record.value.map { Array($0.readableBytesView) }))
+                                }
                             }
                             recordIndex &+= 1
                         }
@@ -503,16 +532,26 @@ final class ProduceCollector {
         } catch {
             return .failure(.init(code: .corruptMessage, message: "\(error)"))
         }
-        if let first = recordErrors.first {
-            let message = "\(recordErrors.count) of \(recordIndex) records do not match the stream's schema; "
-                + "record \(first.batchIndex): \(first.message ?? "")"
+        if let first = firstViolation {
+            var message = "\(invalidCount) of \(recordIndex) records do not match the stream's schema; record \(first.index): \(first.message)"
+            if refusedRecords.count < invalidCount {
+                message += " (\(refusedRecords.count) of them named and dead-lettered: at most \(refusedRecordsMax) records and "
+                    + "\(refusedValueBytesMax >> 20) MiB of values per request)"
+            }
             return .failure(.init(code: .invalidRecord, message: message, recordErrors: recordErrors, refusedRecords: refusedRecords))
         }
         return .success(batches)
     }
 
-    private func deadLettersWritten(slot: Int) {
+    /// The refused records' rows are written (or could not be: then the partition is answered the
+    /// retriable KAFKA_STORAGE_ERROR, so the producer sends it again instead of losing them).
+    private func deadLettersWritten(slot: Int, written: Bool) {
         guard !done, slots[slot].writingDeadLetters, slots[slot].remaining > 0 else { return }
+        if !written {
+            slots[slot].error = .kafkaStorageError
+            slots[slot].errorMessage = "the refused records could not be written to dead_letter_events; retry"
+            slots[slot].recordErrors = []
+        }
         slots[slot].remaining = 0
         unanswered -= 1
         finishIfAnswered()
@@ -533,8 +572,11 @@ final class ProduceCollector {
 
     private func timedOut() {
         guard !done else { return }
-        for index in slots.indices where slots[index].remaining > 0 && slots[index].error == nil {
+        for index in slots.indices where slots[index].remaining > 0 && (slots[index].error == nil || slots[index].writingDeadLetters) {
+            // Refused records whose rows are not written yet: they may still be, as a batch may still commit.
             slots[index].error = .requestTimedOut
+            slots[index].errorMessage = nil
+            slots[index].recordErrors = []
         }
         unanswered = 0
         finishIfAnswered()

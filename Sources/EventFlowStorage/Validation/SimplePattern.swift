@@ -231,15 +231,29 @@ struct SimplePattern: Sendable {
         return (minimum, maximum, close + 1)
     }
 
-    func matches(_ text: String) -> Bool {
+    /// Bound on the positions one match may try: several unbounded items (`a*a*a*b`) backtrack in
+    /// time polynomial in the string's length, and this runs on the event loop.
+    static let matchStepsMax = 1_000_000
+
+    /// Whether the pattern matches somewhere in `text`; nil when it gave up after `matchStepsMax`.
+    func matches(_ text: String) -> Bool? {
         let scalars = Array(text.unicodeScalars)
-        if anchoredStart { return match(scalars, item: 0, at: 0) }
-        for start in 0...scalars.count where match(scalars, item: 0, at: start) { return true }
+        var steps = 0
+        if anchoredStart {
+            let found = match(scalars, item: 0, at: 0, steps: &steps)
+            return steps > Self.matchStepsMax ? nil : found
+        }
+        for start in 0...scalars.count {
+            if match(scalars, item: 0, at: start, steps: &steps) { return steps > Self.matchStepsMax ? nil : true }
+            if steps > Self.matchStepsMax { return nil }
+        }
         return false
     }
 
     /// Whether items from `item` on match `scalars` from `position` (greedy, backtracking).
-    private func match(_ scalars: [Unicode.Scalar], item: Int, at position: Int) -> Bool {
+    private func match(_ scalars: [Unicode.Scalar], item: Int, at position: Int, steps: inout Int) -> Bool {
+        steps += 1
+        guard steps <= Self.matchStepsMax else { return false }
         guard item < items.count else {
             guard anchoredEnd else { return true }
             // ICU's `$` also matches before a line terminator that ends the input.
@@ -256,7 +270,8 @@ struct SimplePattern: Sendable {
         guard count >= current.minimum else { return false }
         if item + 1 == items.count && !anchoredEnd { return true }
         while count >= current.minimum {
-            if match(scalars, item: item + 1, at: position + count) { return true }
+            if match(scalars, item: item + 1, at: position + count, steps: &steps) { return true }
+            if steps > Self.matchStepsMax { return false }
             count -= 1
         }
         return false

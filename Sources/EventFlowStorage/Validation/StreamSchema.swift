@@ -19,6 +19,25 @@ public struct StreamSchema: Sendable, Hashable {
     /// Larger schema documents are refused (they are compiled on every stream lookup).
     public static let schemaBytesMax = 256 * 1024
 
+    /// Longer violation messages are cut (they travel in Produce answers, logs and dead-letter rows).
+    public static let violationBytesMax = 1024
+
+    /// `text` with control characters written as `\u00XX` and cut to at most `violationBytesMax`
+    /// UTF-8 bytes on a Unicode scalar boundary (ending in `...` when cut).
+    static func printable(_ text: String) -> String {
+        var result = ""
+        for scalar in text.unicodeScalars {
+            let piece = scalar.value < 0x20 || scalar.value == 0x7F
+                ? "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+                : String(scalar)
+            if result.utf8.count + piece.utf8.count > violationBytesMax - 3 {
+                return result + "..."
+            }
+            result += piece
+        }
+        return result
+    }
+
     /// The schema as stored (JSON text).
     public let text: String
     let root: Node
@@ -199,6 +218,8 @@ final class Node: Sendable {
             guard case .string(let expression) = value else { throw refuse("pattern", "a regular expression string") }
             do {
                 pattern = try Pattern(expression)
+            } catch let refused as Pattern.Refused {
+                throw refuse("pattern", "\(refused): \(expression)")
             } catch {
                 throw refuse("pattern", "not a regular expression: \(expression)")
             }
@@ -226,9 +247,11 @@ final class Node: Sendable {
         var reversedPath: [String] = []
         var message: String
 
+        /// Names in it come from the record: control characters are escaped (a NUL cannot reach
+        /// libpq or a log line) and the whole is cut at `StreamSchema.violationBytesMax`.
         var description: String {
             let pointer = reversedPath.reversed().map { "/" + Node.escaped($0) }.joined()
-            return (pointer.isEmpty ? "/" : pointer) + ": " + message
+            return StreamSchema.printable((pointer.isEmpty ? "/" : pointer) + ": " + message)
         }
 
         func inside(_ token: String) -> Violation {
@@ -270,7 +293,13 @@ final class Node: Sendable {
             if let minLength, length < minLength { return Violation(message: "\(length) characters, at least \(minLength) required") }
             if let maxLength, length > maxLength { return Violation(message: "\(length) characters, at most \(maxLength) allowed") }
         }
-        if let pattern, !pattern.matches(text) { return Violation(message: "does not match the pattern \(pattern.expression)") }
+        if let pattern {
+            switch pattern.matches(text) {
+            case true?: break
+            case false?: return Violation(message: "does not match the pattern \(pattern.expression)")
+            case nil: return Violation(message: "matching the pattern \(pattern.expression) gave up after \(SimplePattern.matchStepsMax) steps")
+            }
+        }
         if let format, !Self.conforms(text, to: format) { return Violation(message: "not a valid \(format.rawValue)") }
         return nil
     }
@@ -497,15 +526,62 @@ final class Pattern: @unchecked Sendable {
     private let simple: SimplePattern?
     private let regex: NSRegularExpression
 
+    struct Refused: Error, CustomStringConvertible {
+        var description: String
+    }
+
     init(_ expression: String) throws {
         self.expression = expression
         self.regex = try NSRegularExpression(pattern: expression)
         self.simple = SimplePattern(expression)
+        if let reason = Self.exponentialBacktracking(expression) { throw Refused(description: reason) }
+    }
+
+    /// Patterns run on the event loop, for every record: a repeated group that itself repeats or
+    /// alternates (`(a+)+`, `(a|aa)*`) can take time exponential in the string's length, so it is
+    /// refused when the schema is set.
+    static func exponentialBacktracking(_ expression: String) -> String? {
+        let scalars = Array(expression.unicodeScalars)
+        var groups: [Bool] = []  // per open group: holds a quantifier or an alternation
+        var index = 0
+        func repeats(at position: Int) -> Bool {
+            guard position < scalars.count else { return false }
+            switch scalars[position] {
+            case "*", "+": return true
+            case "{":
+                guard let close = scalars[position...].firstIndex(of: "}") else { return false }
+                let bounds = String(String.UnicodeScalarView(scalars[(position + 1)..<close])).split(separator: ",", omittingEmptySubsequences: false)
+                return bounds.count == 2 ? (bounds[1].isEmpty || (Int(bounds[1]) ?? 0) > 1) : (Int(bounds[0]) ?? 0) > 1
+            default: return false
+            }
+        }
+        while index < scalars.count {
+            let scalar = scalars[index]
+            index += 1
+            switch scalar {
+            case "\\": index += 1
+            case "[":
+                while index < scalars.count, scalars[index] != "]" { index += scalars[index] == "\\" ? 2 : 1 }
+                index += 1
+            case "(": groups.append(false)
+            case ")":
+                let inner = groups.popLast() ?? false
+                if inner && repeats(at: index) {
+                    return "a repeated group holding a quantifier or an alternation can take exponential time"
+                }
+                if !groups.isEmpty { groups[groups.count - 1] = groups[groups.count - 1] || inner || repeats(at: index) }
+            case "|", "*", "+", "{":
+                if !groups.isEmpty { groups[groups.count - 1] = true }
+            default: break
+            }
+        }
+        return nil
     }
 
     var isSimple: Bool { simple != nil }
 
-    func matches(_ text: String) -> Bool {
+    /// nil: EventFlow's matcher gave up (`SimplePattern.matchStepsMax`).
+    func matches(_ text: String) -> Bool? {
         if let simple { return simple.matches(text) }
         return regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
     }
