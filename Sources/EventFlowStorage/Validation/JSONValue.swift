@@ -134,29 +134,7 @@ struct JSONParser {
         switch byte {
         case UInt8(ascii: "\""): try skipString()
         case UInt8(ascii: "{"), UInt8(ascii: "["):
-            try nest()
-            let close = byte == UInt8(ascii: "{") ? UInt8(ascii: "}") : UInt8(ascii: "]")
-            index += 1
-            if peek() == close {
-                index += 1
-                depth -= 1
-                return
-            }
-            while true {
-                if close == UInt8(ascii: "}") {
-                    guard peek() == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-                    try skipString()
-                    guard peek() == UInt8(ascii: ":") else { throw fail("expected ':'") }
-                    index += 1
-                }
-                try skipValue()
-                guard let next = peek() else { throw fail("unexpected end") }
-                index += 1
-                if next == UInt8(ascii: ",") { continue }
-                guard next == close else { index -= 1; throw fail(close == UInt8(ascii: "}") ? "expected ',' or '}'" : "expected ',' or ']'") }
-                depth -= 1
-                return
-            }
+            try forEachElement(decodingNames: false) { parser, _ throws(JSONParseError) in try parser.skipValue() }
         default: _ = try value()
         }
     }
@@ -217,54 +195,47 @@ struct JSONParser {
     }
 
     private mutating func object() throws(JSONParseError) -> JSONValue {
-        try nest()
-        index += 1
         var members: [String: JSONValue] = [:]
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
-            index += 1
-            depth -= 1
-            return .object(members)
-        }
-        while true {
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-            let name = try string()
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
-            index += 1
-            skipWhitespace()
-            members[name] = try value()
-            skipWhitespace()
-            guard index < bytes.count else { throw fail("unexpected end") }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-            guard bytes[index] == UInt8(ascii: "}") else { throw fail("expected ',' or '}'") }
-            index += 1
-            depth -= 1
-            return .object(members)
-        }
+        try forEachElement(decodingNames: true) { parser, name throws(JSONParseError) in members[name ?? ""] = try parser.value() }
+        return .object(members)
     }
 
     private mutating func array() throws(JSONParseError) -> JSONValue {
+        var elements: [JSONValue] = []
+        try forEachElement(decodingNames: true) { parser, _ throws(JSONParseError) in elements.append(try parser.value()) }
+        return .array(elements)
+    }
+
+    /// Reads the object or array at the current `{` or `[`, calling `element` at each member's
+    /// value (after its name, given when `decodingNames`, and its `:`) or each element.
+    mutating func forEachElement(decodingNames: Bool,
+                                 _ element: (inout JSONParser, String?) throws(JSONParseError) -> Void) throws(JSONParseError) {
+        let isObject = bytes[index] == UInt8(ascii: "{")
+        let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
         try nest()
         index += 1
-        var elements: [JSONValue] = []
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+        if peek() == close {
             index += 1
             depth -= 1
-            return .array(elements)
+            return
         }
         while true {
+            var name: String?
+            if isObject {
+                guard peek() == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+                if decodingNames { name = try string() } else { try skipString() }
+                guard peek() == UInt8(ascii: ":") else { throw fail("expected ':'") }
+                index += 1
+            }
             skipWhitespace()
-            elements.append(try value())
-            skipWhitespace()
-            guard index < bytes.count else { throw fail("unexpected end") }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-            guard bytes[index] == UInt8(ascii: "]") else { throw fail("expected ',' or ']'") }
+            try element(&self, name)
+            guard let next = peek() else { throw fail("unexpected end") }
+            guard next == UInt8(ascii: ",") || next == close else { throw fail(isObject ? "expected ',' or '}'" : "expected ',' or ']'") }
             index += 1
-            depth -= 1
-            return .array(elements)
+            if next == close {
+                depth -= 1
+                return
+            }
         }
     }
 
