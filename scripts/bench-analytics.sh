@@ -19,9 +19,7 @@ if [ "${BENCH_TINY:-0}" = 1 ]; then DURATION=3; WARMUP=1; PROJECTION_SECONDS=10;
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/eventflow-bench-analytics.XXXXXX)
 . scripts/bench-broker.sh
-trap stop_broker EXIT
-start_broker
-create_bench_credentials
+start_bench_broker
 cli stream create --org bench plain --partitions 8 >/dev/null
 cli stream create --org bench projected --partitions 8 >/dev/null
 cli stream alter --org bench projected --analytics on >/dev/null

@@ -27,3 +27,9 @@ create_bench_credentials() {
     export EVENTFLOW_API_KEY EVENTFLOW_API_SECRET
     export EVENTFLOW_BROKERS="127.0.0.1:$PORT" EVENTFLOW_CA="$DATA/tls/ca.pem"
 }
+# The usual start: the broker (stopped when the script exits) and the credentials.
+start_bench_broker() {
+    trap stop_broker EXIT
+    start_broker "$@"
+    create_bench_credentials
+}

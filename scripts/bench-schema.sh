@@ -16,9 +16,7 @@ if [ "${BENCH_TINY:-0}" = 1 ]; then DURATION=3; WARMUP=1; ROUNDS=1; else DURATIO
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/eventflow-bench-schema.XXXXXX)
 . scripts/bench-broker.sh
-trap stop_broker EXIT
-start_broker
-create_bench_credentials
+start_bench_broker
 cli stream create --org bench plain --partitions 8 >/dev/null
 cli stream create --org bench validated --partitions 8 --schema "${BENCH_SCHEMA_FILE:-docs/benchmarks/loadgen-event.schema.json}" >/dev/null
 # The broker's CPU time (user + system, clock ticks) so far: per event it is a figure that other

@@ -141,26 +141,7 @@ struct JSONParser {
 
     /// Checks a string (escapes, surrogate pairs, UTF-8, no control characters) without decoding it.
     mutating func skipString() throws(JSONParseError) {
-        index += 1
-        var runStart = index
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte == UInt8(ascii: "\"") {
-                try checkUTF8(runStart..<index)
-                index += 1
-                return
-            }
-            if byte == UInt8(ascii: "\\") {
-                try checkUTF8(runStart..<index)
-                var scratch: [UInt8] = []
-                try escape(into: &scratch)
-                runStart = index
-                continue
-            }
-            guard byte >= 0x20 else { throw fail("control character in a string") }
-            index += 1
-        }
-        throw fail("unterminated string")
+        _ = try readString(keeping: false)
     }
 
     /// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
@@ -280,37 +261,39 @@ struct JSONParser {
     }
 
     mutating func string() throws(JSONParseError) -> String {
+        try readString(keeping: true) ?? ""
+    }
+
+    /// Reads the string at the current `"`: checked throughout, decoded only when `keeping` (nil
+    /// otherwise). Without escapes the text is decoded straight from the input.
+    private mutating func readString(keeping: Bool) throws(JSONParseError) -> String? {
         index += 1
-        let start = index
-        // Fast path: no escapes, so the string is a slice of the input.
+        var runStart = index
+        var unescaped: [UInt8] = []  // the text so far, once an escape was met (no allocation before)
+        var hadEscape = false
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
                 // Checked here, then decoded: `String(validating:)` is several times slower (unspecialized).
-                try checkUTF8(start..<index)
-                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+                try checkUTF8(runStart..<index)
+                let run = UnsafeBufferPointer(rebasing: bytes[runStart..<index])
                 index += 1
-                return text
+                guard keeping else { return nil }
+                guard hadEscape else { return String(decoding: run, as: UTF8.self) }
+                unescaped.append(contentsOf: run)
+                return String(decoding: unescaped, as: UTF8.self)
             }
-            if byte == UInt8(ascii: "\\") { break }
+            if byte == UInt8(ascii: "\\") {
+                try checkUTF8(runStart..<index)
+                if keeping { unescaped.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index])) }
+                hadEscape = true
+                try escape(into: &unescaped)
+                if !keeping { unescaped.removeAll(keepingCapacity: true) }
+                runStart = index
+                continue
+            }
             guard byte >= 0x20 else { throw fail("control character in a string") }
             index += 1
-        }
-        var scalars: [UInt8] = Array(UnsafeBufferPointer(rebasing: bytes[start..<index]))
-        while index < bytes.count {
-            let byte = bytes[index]
-            switch byte {
-            case UInt8(ascii: "\""):
-                guard let text = String(validating: scalars, as: UTF8.self) else { throw fail("invalid UTF-8 in a string") }
-                index += 1
-                return text
-            case UInt8(ascii: "\\"):
-                try escape(into: &scalars)
-            default:
-                guard byte >= 0x20 else { throw fail("control character in a string") }
-                scalars.append(byte)
-                index += 1
-            }
         }
         throw fail("unterminated string")
     }
