@@ -162,12 +162,24 @@ import Testing
     }
 
     @Test func dateTimesFollowRFC3339() {
-        for valid in ["2024-02-29T23:59:60Z", "2026-12-05t10:17:37.123456-05:30", "1999-01-01T00:00:00+00:00"] {
+        for valid in ["2024-02-29T23:59:60Z", "2026-12-05t10:17:37.123456-05:30", "1999-01-01T00:00:00+00:00",
+                      "1998-12-31T15:59:60.123-08:00", "1999-01-01T00:59:60+01:00"] {
             #expect(Node.isDateTime(valid), "\(valid)")
         }
         for invalid in ["2026-12-05", "2026-13-01T00:00:00Z", "2026-04-31T00:00:00Z", "2026-12-05T24:00:00Z",
-                        "2026-12-05T10:17:37", "2026-12-05T10:17:37.Z", "2026-12-05T10:17:37+0100"] {
+                        "2026-12-05T10:17:37", "2026-12-05T10:17:37.Z", "2026-12-05T10:17:37+0100",
+                        "1998-12-31T23:59:61Z", "1998-12-31T23:58:60Z", "1998-12-31T22:59:60Z"] {
             #expect(!Node.isDateTime(invalid), "\(invalid)")
+        }
+    }
+
+    @Test func emailsAreDotAtomsAtADomainOrAnAddressLiteral() {
+        for valid in ["ada@example.com", "first.last+tag@sub.example.org", "x@[127.0.0.1]", "x@[IPv6:2001:db8::1]", "a!#$%&'*+-/=?^_`{|}~@b.c"] {
+            #expect(Node.isEmail(valid), "\(valid)")
+        }
+        for invalid in ["ada", "@example.com", "ada@", ".ada@example.com", "a..b@example.com", "a@-example.com",
+                        "a@[x y]", "a@[256.1.1.1]", "a@[IPv6:xyz]", "a b@example.com"] {
+            #expect(!Node.isEmail(invalid), "\(invalid)")
         }
     }
 }

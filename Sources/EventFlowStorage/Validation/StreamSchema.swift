@@ -489,11 +489,19 @@ final class Node: Sendable {
             guard index > start else { return false }
         }
         guard index < bytes.count else { return false }
-        if bytes[index] | 0x20 == UInt8(ascii: "z") { return index + 1 == bytes.count }
-        guard bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-"), index + 6 == bytes.count,
-              let offsetHours = digits(index + 1, 2), bytes[index + 3] == UInt8(ascii: ":"),
-              let offsetMinutes = digits(index + 4, 2) else { return false }
-        return offsetHours < 24 && offsetMinutes < 60
+        var offsetMinutesTotal = 0
+        if bytes[index] | 0x20 == UInt8(ascii: "z") {
+            guard index + 1 == bytes.count else { return false }
+        } else {
+            guard bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-"), index + 6 == bytes.count,
+                  let offsetHours = digits(index + 1, 2), bytes[index + 3] == UInt8(ascii: ":"),
+                  let offsetMinutes = digits(index + 4, 2), offsetHours < 24, offsetMinutes < 60 else { return false }
+            offsetMinutesTotal = (offsetHours * 60 + offsetMinutes) * (bytes[index] == UInt8(ascii: "-") ? -1 : 1)
+        }
+        // A leap second exists only as 23:59:60 UTC.
+        guard second == 60 else { return true }
+        let utcMinuteOfDay = ((hour * 60 + minute - offsetMinutesTotal) % 1440 + 1440) % 1440
+        return utcMinuteOfDay == 23 * 60 + 59
     }
 
     /// An address `local@domain` as RFC 5321 writes it without quoting: the local part of dot-separated
@@ -507,7 +515,20 @@ final class Node: Sendable {
         for atom in local.split(separator: ".", omittingEmptySubsequences: false) {
             guard !atom.isEmpty, atom.utf8.allSatisfy({ atext.contains($0) }) else { return false }
         }
-        if domain.hasPrefix("[") { return domain.hasSuffix("]") && domain.count > 2 }
+        if domain.hasPrefix("[") {
+            // An address literal: IPv4 dotted decimal, or `IPv6:` and hexadecimal groups.
+            guard domain.hasSuffix("]") else { return false }
+            let literal = domain.dropFirst().dropLast()
+            if literal.hasPrefix("IPv6:") {
+                let groups = literal.dropFirst(5).split(separator: ":", omittingEmptySubsequences: false)
+                return (3...8).contains(groups.count)
+                    && groups.allSatisfy { $0.count <= 4 && $0.allSatisfy { $0.isASCII && $0.isHexDigit } }
+            }
+            let octets = literal.split(separator: ".", omittingEmptySubsequences: false)
+            return octets.count == 4 && octets.allSatisfy { octet in
+                (1...3).contains(octet.count) && octet.allSatisfy { $0.isASCII && $0.isNumber } && Int(octet).map { $0 <= 255 } == true
+            }
+        }
         let labelCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-".utf8)
         for label in domain.split(separator: ".", omittingEmptySubsequences: false) {
             guard (1...63).contains(label.utf8.count), label.utf8.allSatisfy({ labelCharacters.contains($0) }),
