@@ -35,6 +35,7 @@
 #   BENCH_SERVE_FLAGS="..."    extra `eventflow serve` flags (e.g. --flush-bytes-target 262144)
 #   BENCH_PRODUCER_FLAGS="..." extra loadgen flags for the producer runs (e.g. --linger-ms 1)
 #   BENCH_MAX_RATE=N    skip run 1's measurement and sweep against N events/s (comparisons between builds)
+#   BENCH_POSTGRES_SETTINGS="name=value ..."  reloadable PostgreSQL settings for this run (ALTER SYSTEM)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -154,14 +155,15 @@ echo "== load before: $(uptime)" | tee "$OUT/load.txt"
 start_broker
 # For the stall correlation: every statement over 10 ms in postgres.log, and the WAL's write and
 # fsync times in pg_stat_wal (ALTER SYSTEM: this bench's cluster only).
-python3 - "$DATA" <<'PY'
+python3 - "$DATA" "${BENCH_POSTGRES_SETTINGS:-}" <<'PY'
 import os, subprocess, sys
-data = sys.argv[1]
+data, extra = sys.argv[1], sys.argv[2].split()
 port = open(os.path.join(data, "pgdata", "postmaster.pid")).read().split("\n")[3].strip()
 password = open(os.path.join(data, "db-password")).read().strip()
 url = f"postgresql://eventflow:{password}@127.0.0.1:{port}/eventflow"
-for statement in ["ALTER SYSTEM SET log_min_duration_statement = '10ms'", "ALTER SYSTEM SET track_wal_io_timing = on",
-                  "SELECT pg_reload_conf()"]:
+settings = ["log_min_duration_statement=10ms", "track_wal_io_timing=on"] + extra
+for statement in [f"ALTER SYSTEM SET {name} = '{value}'" for name, value in (s.split("=", 1) for s in settings)] + [
+        "SELECT pg_reload_conf()"]:
     subprocess.run(["psql", url, "-Atqc", statement], check=True, stdout=subprocess.DEVNULL)
 PY
 python3 scripts/stall-monitor.py --data-dir "$DATA" --metrics-url "http://127.0.0.1:$HTTP_PORT/metrics" \

@@ -47,7 +47,7 @@ import Testing
         #expect(try show(url, "wal_buffers") == "64MB")
         #expect(try show(url, "wal_compression") == "off")
         #expect(try show(url, "checkpoint_timeout") == "15min")
-        #expect(try show(url, "autovacuum_vacuum_insert_scale_factor") == "0")
+        #expect(try show(url, "autovacuum_vacuum_insert_threshold") == "-1")
         for durable in ["fsync", "synchronous_commit", "full_page_writes"] {
             #expect(try show(url, durable) == "on", "\(durable)")
         }
