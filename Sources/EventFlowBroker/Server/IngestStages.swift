@@ -6,8 +6,8 @@ import Foundation
 /// `answeredToWritten` and their sum `frameToWritten`. Per batch (the write-ahead batcher), the
 /// parts of `acceptedToAnswered`: `acceptedToFlushStarted` (waiting in the filling buffer while
 /// the previous flush commits), `flushStartedToCopySent` (the writer's queue, BEGIN and the COPY),
-/// `copySentToCommitted` (COMMIT: the WAL flush) and `committedToAnswered` (the flush's answers
-/// handed over). What `acceptedToAnswered` has beyond the batcher's stages is the hop from the
+/// `copySentToCommitted` (COMMIT: the WAL flush) and `committedToAnswered` (the tail cache fed,
+/// the flush's answers handed over and the next flush submitted: no I/O, so its time is CPU). What `acceptedToAnswered` has beyond the batcher's stages is the hop from the
 /// writer thread back to the connection's event loop.
 public enum IngestStage: String, CaseIterable, Hashable, Sendable {
     case frameToAccepted = "frame_to_accepted"
