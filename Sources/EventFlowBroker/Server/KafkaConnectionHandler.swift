@@ -520,10 +520,11 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                     // Written: handed to the connection in request order and flushed (or queued
                     // behind an earlier answer of this connection, whose write then carries it).
                     let writtenAt = BrokerMetrics.now()
+                    // A produce refused at acceptance (unknown partition, sequence error) is answered
+                    // before `accepted` completes: its accepted → answered is 0.
                     let acceptedAt = produceAccepted.withLockedValue { $0 }
-                    if acceptedAt > 0 {
-                        metrics.ingestStage(.acceptedToAnswered, nanoseconds: answeredAt &- min(acceptedAt, answeredAt))
-                    }
+                    let answeredSince = acceptedAt > 0 ? min(acceptedAt, answeredAt) : answeredAt
+                    metrics.ingestStage(.acceptedToAnswered, nanoseconds: answeredAt &- answeredSince)
                     metrics.ingestStage(.answeredToWritten, nanoseconds: writtenAt &- answeredAt)
                     metrics.ingestStage(.frameToWritten, nanoseconds: writtenAt &- min(received, writtenAt))
                 }
