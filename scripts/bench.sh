@@ -5,7 +5,9 @@
 # folder, creates an organization, an API key and a stream with the CLI, then runs:
 #   1. max-rate durable ingest (100-byte JSON events, LZ4, acks=-1, 8 connections) after a warm-up
 #   2. the baselines: multi-row INSERT into `events`, binary COPY of the same batches into `event_batches`
-#   3. a latency sweep at 10/25/50/75% of the measured max rate
+#   3. a latency sweep at 10, 20, ... 90% of the measured max rate (the curve: p50/p99/p99.9 against
+#      throughput, latency-curve.svg), every second of it sampled by scripts/stall-monitor.py: the
+#      broker's ingest stages, PostgreSQL's WAL/checkpoint/autovacuum counters, the kernel's dirty pages
 #   4. 1,000 connections at max rate (against 8 in run 1)
 #   5. an overload of the broker alone (pre-built batches, 1 GiB of requests in flight) while its RSS is sampled
 # and the consume runs (Swift consumer, `eventflow-loadgen consume`, TLS):
@@ -27,6 +29,13 @@
 #   BENCH_PLAINTEXT=1   broker without TLS
 #   BENCH_ONLY=group    only run 1, the tail read (a), end to end at 50% (c) and the group run (e):
 #                       the group run's numbers and the single-consumer runs they are compared with
+#   BENCH_ONLY=sweep    only run 1 and the latency sweep (3)
+#   BENCH_SWEEP="..."   the sweep's load levels in % of max (default: 10 20 30 40 50 60 70 75 80 90)
+#   BENCH_BUILD_DIR=DIR build folder (default: .build; e.g. .build-rel, passed as --scratch-path)
+#   BENCH_SERVE_FLAGS="..."    extra `eventflow serve` flags (e.g. --flush-bytes-target 262144)
+#   BENCH_PRODUCER_FLAGS="..." extra loadgen flags for the producer runs (e.g. --linger-ms 1)
+#   BENCH_MAX_RATE=N    skip run 1's measurement and sweep against N events/s (comparisons between builds)
+#   BENCH_POSTGRES_SETTINGS="name=value ..."  reloadable PostgreSQL settings for this run (ALTER SYSTEM)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,16 +57,20 @@ else
 fi
 CONNECTIONS=8
 ONLY=${BENCH_ONLY:-}
-case "$ONLY" in ""|group) ;; *) echo "bench: BENCH_ONLY must be empty or 'group', got '$ONLY'" >&2; exit 1 ;; esac
+case "$ONLY" in ""|group|sweep) ;; *) echo "bench: BENCH_ONLY must be empty, 'group' or 'sweep', got '$ONLY'" >&2; exit 1 ;; esac
 # everything: true when every run is selected (BENCH_ONLY unset).
 everything() { [ -z "$ONLY" ]; }
+SWEEP=${BENCH_SWEEP:-10 20 30 40 50 60 70 75 80 90}
+read -r -a SERVE_EXTRA <<<"${BENCH_SERVE_FLAGS:-}"
+read -r -a PRODUCER_EXTRA <<<"${BENCH_PRODUCER_FLAGS:-}"
+BUILD_DIR=${BENCH_BUILD_DIR:-.build}
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     echo "== building ($CONFIG)"
-    swift build -c "$CONFIG" --product eventflow
-    swift build -c "$CONFIG" --product eventflow-loadgen
+    swift build -c "$CONFIG" --scratch-path "$BUILD_DIR" --product eventflow
+    swift build -c "$CONFIG" --scratch-path "$BUILD_DIR" --product eventflow-loadgen
 fi
-BIN=.build/$CONFIG
+BIN=$BUILD_DIR/$CONFIG
 EVENTFLOW="$BIN/eventflow"
 LOADGEN="$BIN/eventflow-loadgen"
 for binary in "$EVENTFLOW" "$LOADGEN"; do
@@ -74,17 +87,23 @@ WORK=$(mktemp -d /tmp/eventflow-bench.XXXXXX)
 chmod 755 "$WORK"
 DATA="$WORK/data"
 SERVE_PID=
+MONITOR_PID=
 
 cleanup() {
+    if [ -n "$MONITOR_PID" ]; then kill "$MONITOR_PID" 2>/dev/null || true; fi
     if [ -n "$SERVE_PID" ] && kill -0 "$SERVE_PID" 2>/dev/null; then
         kill -TERM "$SERVE_PID"
         wait "$SERVE_PID" 2>/dev/null || true
     fi
+    # PostgreSQL's log (checkpoints, slow statements, autovacuum) and the tuning the run used.
+    cp "$DATA/postgres.log" "$OUT/postgres.log" 2>/dev/null || true
+    cp "$DATA/pgdata/eventflow-tuning.conf" "$OUT/eventflow-tuning.conf" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 TLS_FLAGS=()
 LOADGEN_TLS=()
 if [ "${BENCH_PLAINTEXT:-0}" = 1 ]; then
@@ -98,8 +117,8 @@ fi
 # and samples its resident memory once a second (to show it stays flat under load).
 start_broker() {
     echo "== starting eventflow serve on 127.0.0.1:$PORT (data in $DATA) $*"
-    "$EVENTFLOW" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --log-level warning ${TLS_FLAGS[@]+"${TLS_FLAGS[@]}"} \
-        "$@" >>"$WORK/serve.log" 2>&1 &
+    "$EVENTFLOW" serve --data-dir "$DATA" --host 127.0.0.1 --port "$PORT" --http-port "$HTTP_PORT" --log-level warning \
+        ${TLS_FLAGS[@]+"${TLS_FLAGS[@]}"} ${SERVE_EXTRA[@]+"${SERVE_EXTRA[@]}"} "$@" >>"$WORK/serve.log" 2>&1 &
     SERVE_PID=$!
     python3 - "$PORT" "$SERVE_PID" <<'PY' || { echo "bench: the broker did not start:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
 import os, socket, sys, time
@@ -134,6 +153,22 @@ echo "== machine"
 lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core)' || true
 echo "== load before: $(uptime)" | tee "$OUT/load.txt"
 start_broker
+# For the stall correlation: every statement over 10 ms in postgres.log, and the WAL's write and
+# fsync times in pg_stat_wal (ALTER SYSTEM: this bench's cluster only).
+python3 - "$DATA" "${BENCH_POSTGRES_SETTINGS:-}" <<'PY'
+import os, subprocess, sys
+data, extra = sys.argv[1], sys.argv[2].split()
+port = open(os.path.join(data, "pgdata", "postmaster.pid")).read().split("\n")[3].strip()
+password = open(os.path.join(data, "db-password")).read().strip()
+url = f"postgresql://eventflow:{password}@127.0.0.1:{port}/eventflow"
+settings = ["log_min_duration_statement=10ms", "track_wal_io_timing=on"] + extra
+for statement in [f"ALTER SYSTEM SET {name} = '{value}'" for name, value in (s.split("=", 1) for s in settings)] + [
+        "SELECT pg_reload_conf()"]:
+    subprocess.run(["psql", url, "-Atqc", statement], check=True, stdout=subprocess.DEVNULL)
+PY
+python3 scripts/stall-monitor.py --data-dir "$DATA" --metrics-url "http://127.0.0.1:$HTTP_PORT/metrics" \
+    --out "$OUT/monitor.jsonl" &
+MONITOR_PID=$!
 
 "$EVENTFLOW" org create bench --data-dir "$DATA" >/dev/null
 "$EVENTFLOW" apikey create --org bench --label bench --data-dir "$DATA" --json >"$WORK/key.json"
@@ -159,7 +194,7 @@ produce() {  # name, then loadgen flags
     [ "${ATTACHED:-0}" = 1 ] || settle
     mark "$name" start
     "$LOADGEN" --stream ingest ${LOADGEN_TLS[@]+"${LOADGEN_TLS[@]}"} --acks=-1 "${COMMON[@]}" \
-        --json "$OUT/$name.json" --hgrm "$OUT/$name.hgrm" "$@" || FAILED+=("$name")
+        ${PRODUCER_EXTRA[@]+"${PRODUCER_EXTRA[@]}"} --json "$OUT/$name.json" --hgrm "$OUT/$name.hgrm" "$@" || FAILED+=("$name")
     mark "$name" end
 }
 
@@ -227,9 +262,23 @@ group_run() {
 
 if [ "${BENCH_TINY:-0}" = 1 ]; then THREAD_SAMPLE_SECONDS=1; else THREAD_SAMPLE_SECONDS=3; fi
 
-produce eventflow-max --connections "$CONNECTIONS" --duration "$DURATION" --plot "$OUT/eventflow-max.svg"
-[ -f "$OUT/eventflow-max.json" ] || { echo "bench: the max-rate run produced no result" >&2; exit 1; }
-MAX_RATE=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["events_per_second"]))' "$OUT/eventflow-max.json")
+if [ -n "${BENCH_MAX_RATE:-}" ]; then
+    MAX_RATE=$BENCH_MAX_RATE
+else
+    produce eventflow-max --connections "$CONNECTIONS" --duration "$DURATION" --plot "$OUT/eventflow-max.svg"
+    [ -f "$OUT/eventflow-max.json" ] || { echo "bench: the max-rate run produced no result" >&2; exit 1; }
+    MAX_RATE=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["events_per_second"]))' "$OUT/eventflow-max.json")
+fi
+echo "$MAX_RATE" >"$OUT/max-rate.txt"
+
+if [ "$ONLY" = sweep ]; then
+for percent in $SWEEP; do
+    rate=$((MAX_RATE * percent / 100))
+    [ "$rate" -ge 1 ] || rate=1
+    produce "eventflow-rate-$percent" --connections "$CONNECTIONS" --duration "$SWEEP_DURATION" --rate "$rate"
+done
+fi
+if [ "$ONLY" != sweep ]; then
 
 # (a) Tail read: the last events of the run above, committed seconds ago, from the tail cache.
 # `messages` is what an application iterates; `skip` reads and checks every record without building
@@ -254,7 +303,7 @@ for mode in insert copy; do
     mark "baseline-$mode" end
 done
 
-for percent in 10 25 50 75; do
+for percent in $SWEEP; do
     rate=$((MAX_RATE * percent / 100))
     [ "$rate" -ge 1 ] || rate=1
     produce "eventflow-rate-$percent" --connections "$CONNECTIONS" --duration "$SWEEP_DURATION" --rate "$rate"
@@ -292,7 +341,11 @@ stop_broker
 start_broker --tail-cache-bytes-max 0
 consume_alone consume-catch-up --from beginning --count "$CATCH_UP_EVENTS" --until-end --read messages
 fi
+fi  # BENCH_ONLY=sweep
 echo "== load after: $(uptime)" | tee -a "$OUT/load.txt"
+kill "$MONITOR_PID" 2>/dev/null || true
+MONITOR_PID=
+cp "$DATA/postgres.log" "$OUT/postgres.log" 2>/dev/null || true
 
 python3 scripts/bench_report.py "$OUT" "$WORK/memory.txt"
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -9,6 +9,8 @@ import platform
 import subprocess
 import sys
 
+import bench_stalls
+
 
 def machine():
     info = {"platform": platform.platform(), "cpus": os.cpu_count()}
@@ -91,7 +93,14 @@ def main():
         if name in runs:
             runs[name]["broker_rss_kb_max"] = kb
 
+    curve = bench_stalls.analyse(folder, runs)
     summary = {"machine": machine(), "broker_memory": memory, "ratios": ratios, "runs": runs}
+    if curve:
+        summary["sweep"] = curve
+        max_rate = runs.get("eventflow-max", {}).get("events_per_second")
+        title = "EventFlow durable-ack latency against load" + (f" (max {max_rate:,.0f} events/s)" if max_rate else "")
+        with open(os.path.join(folder, "latency-curve.svg"), "w") as handle:
+            handle.write(bench_stalls.curve_svg(curve, title))
     if group:
         summary["group"] = group
     with open(os.path.join(folder, "bench.json"), "w") as handle:
@@ -133,6 +142,7 @@ def main():
         print(f"EventFlow / INSERT baseline (events/s):  {ratios['eventflow_vs_insert_events']:.2f}x")
     if "eventflow_vs_copy_bytes" in ratios:
         print(f"EventFlow / COPY limit (bytes/s):        {ratios['eventflow_vs_copy_bytes']:.2f}x")
+    bench_stalls.print_sweep(curve, runs)
     consume_summary(runs, ratios)
     group_summary(group)
     if memory:

@@ -81,6 +81,8 @@ public final class EventFlowProducer: Service, Sendable {
     private let eventsContinuation: AsyncStream<ProducerEvent>.Continuation?
     private let eventLoopGroup: any EventLoopGroup
     private let metrics: ProducerMetrics
+    /// Told where each acknowledged batch's time went (`observeBatchStages`), when set.
+    private let stageObserver = Mutex<(@Sendable (ProducerBatchStages) -> Void)?>(nil)
 
     /// A producer without delivery reports (use `sendAndAwait` or `flush` to learn outcomes).
     public convenience init(configuration: ProducerConfiguration, logger: Logger) throws(ProducerError) {
@@ -361,9 +363,11 @@ public final class EventFlowProducer: Service, Sendable {
         metrics.batchesSent.increment(by: batches.count)
         do throws(ProducerError) {
             let inFlight = try await connection.writeProduce(request)
+            let writtenAt = NIODeadline.now()
             group.addTask {
                 do throws(ProducerError) {
-                    self.completeBatches(batches, response: .success(try await inFlight.answer()))
+                    let answer = try await inFlight.answer()
+                    self.completeBatches(batches, response: .success(answer), writtenAt: writtenAt, answeredAt: .now())
                 } catch {
                     self.completeBatches(batches, response: .failure(error))
                 }
@@ -397,7 +401,8 @@ public final class EventFlowProducer: Service, Sendable {
 
     /// The answer (nil with acks 0) or the failure of a request: each batch is acknowledged, put
     /// back to be retried, or failed.
-    private func completeBatches(_ batches: [SealedBatch], response result: Result<ProduceResponse?, ProducerError>) {
+    private func completeBatches(_ batches: [SealedBatch], response result: Result<ProduceResponse?, ProducerError>,
+                                 writtenAt: NIODeadline? = nil, answeredAt: NIODeadline? = nil) {
         let outcomes: [RecordAccumulator.BatchOutcome]
         switch result {
         case .success(let response):
@@ -417,6 +422,13 @@ public final class EventFlowProducer: Service, Sendable {
             }
         case .failure(let error):
             outcomes = batches.map { _ in .failed(error) }
+        }
+        if let writtenAt, let answeredAt, let observer = stageObserver.withLock({ $0 }) {
+            for (batch, outcome) in zip(batches, outcomes) {
+                guard case .acknowledged = outcome else { continue }
+                observer(ProducerBatchStages(messageIDs: batch.messageIDs, sealedAt: batch.sealedAt,
+                                             writtenAt: writtenAt, answeredAt: answeredAt))
+            }
         }
         let now = NIODeadline.now()
         let reports = state.withLock { state -> [DeliveryReport] in
@@ -526,9 +538,26 @@ struct ProducerMetrics: Sendable {
     let retries = Counter(label: "eventflow_producer_batch_retries_total")
 }
 
-/// Hooks for the client micro-benchmarks (`Benchmarks/`): they drive `send` without a broker.
+/// Where one acknowledged batch's time went: its records were sent (each at its own time) until
+/// `sealedAt`, its request was written to the connection at `writtenAt` (built, compressed, an
+/// in-flight slot free) and answered at `answeredAt`. `NIODeadline`s: the monotonic clock.
+@_spi(Benchmarks)
+public struct ProducerBatchStages: Sendable {
+    public var messageIDs: [MessageID]
+    public var sealedAt: NIODeadline
+    public var writtenAt: NIODeadline
+    public var answeredAt: NIODeadline
+}
+
+/// Hooks for the client micro-benchmarks (`Benchmarks/`) and the load generator.
 @_spi(Benchmarks)
 extension EventFlowProducer {
+    /// Calls `observer` (from the producer's tasks, before the batch's delivery reports) with the
+    /// stage times of every acknowledged batch: the load generator's per-stage latency breakdown.
+    public func observeBatchStages(_ observer: @escaping @Sendable (ProducerBatchStages) -> Void) {
+        stageObserver.withLock { $0 = observer }
+    }
+
     /// Makes `stream` known with `partitionCount` partitions and gives the producer an id, as a broker would.
     public func benchmarkPrime(stream: String, partitionCount: Int32) {
         state.withLock { state in

@@ -33,9 +33,12 @@ struct SealedBatch: Sendable {
     var bufferedBytes: Int
     var attempts: Int = 0
     var notBefore: NIODeadline?
+    /// When the batch was sealed (closed to new records): the end of its records' wait for a batch.
+    let sealedAt: NIODeadline
 
     init(streamPartition: StreamPartition, records: RecordBatchBuilder, messageIDs: [MessageID],
-         baseSequence: Int32, bufferedBytes: Int) {
+         baseSequence: Int32, bufferedBytes: Int, sealedAt: NIODeadline) {
+        self.sealedAt = sealedAt
         self.streamPartition = streamPartition
         self.content = .records(records)
         self.messageIDs = messageIDs
@@ -124,7 +127,7 @@ struct RecordAccumulator {
 
         /// Queues the open batch as ready, with its sequence and producer id when `identity` is
         /// given, and continues with `fresh` as the open builder. Builds nothing (see `SealedBatch`).
-        mutating func seal(identity: (id: Int64, epoch: Int16)?, idempotent: Bool, fresh: RecordBatchBuilder) {
+        mutating func seal(identity: (id: Int64, epoch: Int16)?, idempotent: Bool, fresh: RecordBatchBuilder, now: NIODeadline) {
             let count = Int32(truncatingIfNeeded: openMessageIDs.count)
             var full = fresh
             swap(&full, &builder)
@@ -139,7 +142,7 @@ struct RecordAccumulator {
             let baseSequence = idempotent ? nextSequence : -1
             if idempotent { nextSequence = RecordAccumulator.sequence(nextSequence, plus: count) }
             ready.append(SealedBatch(streamPartition: key, records: full, messageIDs: ids,
-                                     baseSequence: baseSequence, bufferedBytes: openBufferedBytes))
+                                     baseSequence: baseSequence, bufferedBytes: openBufferedBytes, sealedAt: now))
             openBufferedBytes = 0
             lingerDeadline = nil
         }
@@ -272,7 +275,7 @@ struct RecordAccumulator {
         for slot in partitionStates.indices {
             if canSeal, partitionStates[slot].hasOpenRecords,
                force || (partitionStates[slot].lingerDeadline.map { $0 <= now } ?? true) {
-                seal(slot)
+                seal(slot, now: now)
             }
             // Ordering: with idempotence, a partition sends its batches one request after another in sequence order.
             if let head = partitionStates[slot].ready.first, head.notBefore.map({ $0 <= now }) ?? true {
@@ -445,15 +448,18 @@ struct RecordAccumulator {
                                             timestamp: Int64, size: Int, now: () -> NIODeadline) -> Bool {
         let slot = partitionSlot(key, streamSlot: streamSlot)
         var wake = false
+        var clock: NIODeadline?
         if partitionStates[slot].hasOpenRecords && partitionStates[slot].openBufferedBytes + size > settings.batchBytesMax {
             // The record does not fit: the open batch is full, send it.
             if canSeal {
-                seal(slot)
+                let sealedAt = now()
+                clock = sealedAt
+                seal(slot, now: sealedAt)
             }
             wake = true
         }
         if !partitionStates[slot].hasOpenRecords {
-            partitionStates[slot].lingerDeadline = now() + .milliseconds(settings.lingerMilliseconds)
+            partitionStates[slot].lingerDeadline = (clock ?? now()) + .milliseconds(settings.lingerMilliseconds)
             wake = true
         }
         partitionStates[slot].builder.append(timestamp: timestamp, key: message.key, value: message.value,
@@ -472,7 +478,7 @@ struct RecordAccumulator {
                            initialCapacity: min(settings.batchBytesMax, 16 * 1024))
     }
 
-    private mutating func seal(_ slot: Int) {
+    private mutating func seal(_ slot: Int, now: NIODeadline) {
         let key = partitionStates[slot].key
         // The next keyless record starts a batch elsewhere, spreading load over partitions.
         let streamSlot = partitionStates[slot].streamSlot
@@ -481,7 +487,7 @@ struct RecordAccumulator {
             streamStates[streamSlot].stickyPartition = (key.partition + 1) % stream.partitionCount
         }
         let fresh = spareBuilders.popLast() ?? Self.makeBuilder(settings)
-        partitionStates[slot].seal(identity: producerIdentity, idempotent: settings.idempotent, fresh: fresh)
+        partitionStates[slot].seal(identity: producerIdentity, idempotent: settings.idempotent, fresh: fresh, now: now)
     }
 
     private func shouldRetry(_ batch: SealedBatch, error: ProducerError, state: PartitionState) -> Bool {

@@ -26,7 +26,9 @@ public final class DatabaseSession: @unchecked Sendable {
     public let embedded: EmbeddedPostgres?
     private let ownsServeClaim: Bool
 
-    public init(_ location: DatabaseLocation, forServe: Bool = false) throws {
+    /// `tuning`: written into the embedded cluster's configuration before it starts (`serve`
+    /// passes `PostgresLogTuning.forThisMachine()`; an empty one removes earlier settings).
+    public init(_ location: DatabaseLocation, forServe: Bool = false, tuning: PostgresLogTuning? = nil) throws {
         switch location {
         case .external(let url):
             self.url = url
@@ -37,7 +39,7 @@ public final class DatabaseSession: @unchecked Sendable {
             if forServe, let pid = cluster.servingPid() {
                 throw EmbeddedPostgresError.alreadyServed(path: cluster.dataDirectory, pid: pid)
             }
-            self.url = try cluster.start()
+            self.url = try cluster.start(tuning: tuning)
             if forServe { try cluster.claimForServe() }
             self.embedded = cluster
             self.ownsServeClaim = forServe

@@ -181,7 +181,9 @@ struct RunTiming: Sendable {
             events: state.measuredEvents, errors: state.errors, firstError: state.firstError,
             latencyMilliseconds: LatencySummary(state.measured), eventsAcknowledgedTotal: state.acknowledged,
             config: configuration, timeline: samples, measuredSeconds: measuredSeconds,
-            firstRecordMilliseconds: firstRecordMilliseconds, group: group)
+            firstRecordMilliseconds: firstRecordMilliseconds, group: group,
+            producerStages: state.stages.map(ProducerStagesResult.init),
+            startMonotonicMilliseconds: Double(recorder.measureStartNanoseconds) / 1e6 - configuration.warmupSeconds * 1000)
         do {
             try outputs.write(result, histogram: state.measured)
         } catch {

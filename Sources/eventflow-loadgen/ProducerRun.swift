@@ -1,5 +1,5 @@
 import ArgumentParser
-import EventFlowClient
+@_spi(Benchmarks) import EventFlowClient
 import EventFlowProtocol
 import Foundation
 import Logging
@@ -168,6 +168,7 @@ struct ProducerRun: AsyncParsableCommand {
         let ratePerThread = Double(load.rate) / Double(threadCount)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (slot, events) in zip(slots, reportStreams) {
+                slot.observeStages(recorder: recorder)
                 group.addTask { try await slot.producer.run() }
                 group.addTask { await slot.readReports(events, recorder: recorder) }
             }
@@ -218,6 +219,16 @@ final class ProducerSlot: @unchecked Sendable {
 
     @inline(__always)
     func noteSendTime(_ nanoseconds: UInt64, for id: UInt64) { sendTimes[Int(id & mask)] = nanoseconds }
+
+    /// Records each acknowledged batch's stages; called before the batch's reports, so its
+    /// messages' send times are still in the ring.
+    func observeStages(recorder: Recorder) {
+        producer.observeBatchStages { [self] stages in
+            recorder.batchStages(sendNanoseconds: stages.messageIDs.map { sendTimes[Int($0.rawValue & mask)] },
+                                 sealed: stages.sealedAt.uptimeNanoseconds, written: stages.writtenAt.uptimeNanoseconds,
+                                 answered: stages.answeredAt.uptimeNanoseconds)
+        }
+    }
 
     func readReports(_ events: ProducerEvents, recorder: Recorder) async {
         var times: [UInt64] = []

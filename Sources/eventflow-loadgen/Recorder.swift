@@ -34,10 +34,62 @@ struct IntervalSample: Sendable, Encodable {
     var p99Milliseconds: Double
     var inflight: Int
     var errors: Int
+    /// The producer's stages in this second (p99 of each, ms), for the breakdown of the worst second.
+    var stagesP99Milliseconds: ProducerStageSummary?
 
     enum CodingKeys: String, CodingKey {
         case second, eventsPerSecond = "events_per_second", megabytesPerSecond = "mb_per_second"
         case p50Milliseconds = "p50_ms", p99Milliseconds = "p99_ms", inflight, errors
+        case stagesP99Milliseconds = "stages_p99_ms"
+    }
+}
+
+/// The producer's stages of an acknowledged event, which add up to its latency (but for the
+/// delivery report's hand-over): send → batch sealed (waiting in the open batch: linger, or a full
+/// producer with no free in-flight slot), sealed → request written (built, compressed, written),
+/// written → answered (network, broker, PostgreSQL: the broker's own stages explain this one).
+struct ProducerStageHistograms: Sendable {
+    var sendToSealed = makeLatencyHistogram()
+    var sealedToWritten = makeLatencyHistogram()
+    var writtenToAnswered = makeLatencyHistogram()
+
+    mutating func reset() {
+        sendToSealed.reset()
+        sealedToWritten.reset()
+        writtenToAnswered.reset()
+    }
+}
+
+/// One number per producer stage (a percentile, in ms).
+struct ProducerStageSummary: Encodable, Sendable {
+    var sendToSealed: Double
+    var sealedToWritten: Double
+    var writtenToAnswered: Double
+
+    init(_ stages: ProducerStageHistograms, percentile: Double) {
+        func ms(_ histogram: Histogram<UInt64>) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1_000 }
+        sendToSealed = ms(stages.sendToSealed)
+        sealedToWritten = ms(stages.sealedToWritten)
+        writtenToAnswered = ms(stages.writtenToAnswered)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case sendToSealed = "send_to_sealed", sealedToWritten = "sealed_to_written", writtenToAnswered = "written_to_answered"
+    }
+}
+
+/// The stages over the measured window: p50, p99, p99.9 and max of each, in ms.
+struct ProducerStagesResult: Encodable, Sendable {
+    var p50: ProducerStageSummary
+    var p99: ProducerStageSummary
+    var p999: ProducerStageSummary
+    var max: ProducerStageSummary
+
+    init(_ stages: ProducerStageHistograms) {
+        p50 = ProducerStageSummary(stages, percentile: 50)
+        p99 = ProducerStageSummary(stages, percentile: 99)
+        p999 = ProducerStageSummary(stages, percentile: 99.9)
+        max = ProducerStageSummary(stages, percentile: 100)
     }
 }
 
@@ -56,6 +108,9 @@ final class Recorder: Sendable {
         var measuredEvents = 0
         var intervalEvents = 0
         var errors = 0
+        /// The producer's stage breakdown (nil in modes without the producer).
+        var stages: ProducerStageHistograms?
+        var intervalStages: ProducerStageHistograms?
         var firstError: String?
         /// Set when the run cannot go on (authentication, unreachable): no result is reported.
         var fatalError: String?
@@ -91,6 +146,36 @@ final class Recorder: Sendable {
             state.acknowledged += count
             state.intervalEvents += count
             if inWindow { state.measuredEvents += count }
+        }
+    }
+
+    /// The stages of one acknowledged batch (`EventFlowProducer.observeBatchStages`): its events'
+    /// send times (intended ones with --rate), when it was sealed, written and answered.
+    func batchStages(sendNanoseconds: [UInt64], sealed: UInt64, written: UInt64, answered: UInt64) {
+        func micros(_ from: UInt64, _ to: UInt64) -> UInt64 { max((to &- min(from, to)) / 1_000, 1) }
+        let sealedToWritten = micros(sealed, written)
+        let writtenToAnswered = micros(written, answered)
+        state.withLock { state in
+            if state.stages == nil {
+                state.stages = ProducerStageHistograms()
+                state.intervalStages = ProducerStageHistograms()
+            }
+            var measured = 0
+            for sent in sendNanoseconds {
+                let waited = micros(sent, sealed)
+                _ = state.intervalStages?.sendToSealed.record(waited)
+                if sent >= measureStartNanoseconds {
+                    _ = state.stages?.sendToSealed.record(waited)
+                    measured += 1
+                }
+            }
+            let count = UInt64(sendNanoseconds.count)
+            _ = state.intervalStages?.sealedToWritten.record(sealedToWritten, count: count)
+            _ = state.intervalStages?.writtenToAnswered.record(writtenToAnswered, count: count)
+            if measured > 0 {
+                _ = state.stages?.sealedToWritten.record(sealedToWritten, count: UInt64(measured))
+                _ = state.stages?.writtenToAnswered.record(writtenToAnswered, count: UInt64(measured))
+            }
         }
     }
 
@@ -145,9 +230,11 @@ final class Recorder: Sendable {
                 p50Milliseconds: Double(state.interval.valueAtPercentile(50)) / 1_000,
                 p99Milliseconds: Double(state.interval.valueAtPercentile(99)) / 1_000,
                 inflight: max(state.sent - state.acknowledged - state.errors, 0),
-                errors: state.errors)
+                errors: state.errors,
+                stagesP99Milliseconds: state.intervalStages.map { ProducerStageSummary($0, percentile: 99) })
             state.intervalEvents = 0
             state.interval.reset()
+            state.intervalStages?.reset()
             return sample
         }
     }

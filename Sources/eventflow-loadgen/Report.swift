@@ -93,11 +93,17 @@ struct RunResult: Encodable, Sendable {
     var firstRecordMilliseconds: Double?
     /// consume --group: the member's assignments and records over time (nil otherwise, and absent from the JSON).
     var group: GroupLog.Result?
+    /// producer: where the measured events' latency went, stage by stage (nil otherwise).
+    var producerStages: ProducerStagesResult?
+    /// CLOCK_MONOTONIC at the run's start (warm-up included) in ms: `timeline` seconds count from
+    /// it, so other samplers on the machine (scripts/stall-monitor.py) line up with them.
+    var startMonotonicMilliseconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case mode, eventsPerSecond = "events_per_second", megabytesPerSecond = "mb_per_second", events, errors
         case firstError = "first_error", latencyMilliseconds = "latency_ms", eventsAcknowledgedTotal = "events_acknowledged_total"
         case config, timeline, measuredSeconds = "measured_seconds", firstRecordMilliseconds = "first_record_ms", group
+        case producerStages = "producer_stages_ms", startMonotonicMilliseconds = "start_monotonic_ms"
     }
 }
 

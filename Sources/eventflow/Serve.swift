@@ -109,6 +109,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Share of the time the analytics projection (streams with --analytics on) may work while it is behind, in percent; beyond it, it falls behind instead of taking CPU and database time from ingest.")
     var analyticsBusyPercentMax = 25
 
+    @Flag(inversion: .prefixedNo, help: "Write the log's PostgreSQL settings (WAL, checkpoints, autovacuum, shared_buffers for this machine; docs/postgres-tuning.md) into the embedded cluster's configuration at start. --no-postgres-tuning leaves the cluster as initdb made it.")
+    var postgresTuning = true
+
     func run() async throws {
         Self.boundAllocatorRetention()
         let level = Logger.Level(rawValue: logLevel) ?? .info  // validated
@@ -131,7 +134,8 @@ struct Serve: AsyncParsableCommand {
 
         let session: DatabaseSession
         do {
-            session = try DatabaseSession(database.location, forServe: true)
+            session = try DatabaseSession(database.location, forServe: true,
+                                          tuning: postgresTuning ? .forThisMachine() : PostgresLogTuning(settings: []))
         } catch {
             throw cleanExit(error)
         }

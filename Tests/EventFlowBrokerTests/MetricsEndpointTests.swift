@@ -77,6 +77,14 @@ import Testing
         #expect((value("eventflow_flushes_total") ?? 0) >= 1)
         #expect((value("eventflow_flush_duration_seconds_count") ?? 0) == value("eventflow_flushes_total"))
         #expect(value("eventflow_flush_failures_total") == 0)
+        // Where the 4 stored durable produces spent their time: per request (the connection) and
+        // per batch (the batcher and the writer); the refused one was never accepted by the batcher.
+        for stage in ["accepted_to_flush_started", "flush_started_to_copy_sent", "copy_sent_to_committed", "committed_to_answered"] {
+            #expect(value("eventflow_ingest_stage_seconds_count", ["stage": stage]) == 4, "\(stage)")
+        }
+        for stage in ["frame_to_accepted", "accepted_to_answered", "answered_to_written", "frame_to_written"] {
+            #expect(value("eventflow_ingest_stage_seconds_count", ["stage": stage]) == 5, "\(stage)")
+        }
         // The first fetch after start reads PostgreSQL (the persisted log starts are loaded there); later ones the cache.
         #expect((value("eventflow_fetch_reads_total", ["source": "cache"]) ?? 0) + (value("eventflow_fetch_reads_total", ["source": "postgres"]) ?? 0) == 1)
         #expect(value("eventflow_connections_open") == 1)

@@ -1,7 +1,8 @@
-@testable import EventFlowClient
+@_spi(Benchmarks) @testable import EventFlowClient
 import EventFlowProtocol
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 
 /// The producer against `FakeBroker` on a loopback socket: what it puts on the wire and what it reports.
@@ -67,6 +68,32 @@ struct ProducerTests {
         let sent = try produces.flatMap(batches)
         #expect(sent.map(\.2.header.baseSequence) == [0, 1])
         #expect(sent.allSatisfy { $0.2.header.producerId == FakeBroker.producerId && $0.2.header.attributes.compression == .lz4 })
+    }
+
+    @Test func everyAcknowledgedBatchReportsItsStagesInOrder() async throws {
+        let broker = try await FakeBroker(streams: ["clicks": 4])
+        var configuration = configuration(port: broker.port)
+        configuration.lingerMilliseconds = 600_000  // only flush() sends
+        final class Observed: Sendable { let stages = Mutex<[ProducerBatchStages]>([]) }
+        let observed = Observed()
+        let ids = try await withProducer(configuration) { producer, events in
+            producer.observeBatchStages { stages in observed.stages.withLock { $0.append(stages) } }
+            var ids: [MessageID] = []
+            for number in 0..<20 { ids.append(try producer.send(ProducerMessage(stream: "clicks", key: "user-\(number)", value: "v"))) }
+            await producer.flush()
+            var reports = 0
+            for await _ in events.deliveryReports {
+                reports += 1
+                if reports == ids.count { break }
+            }
+            return ids
+        }
+        await broker.close()
+        let stages = observed.stages.withLock { $0 }
+        // One entry per batch sent (one per partition that got records), each message in exactly one.
+        #expect(stages.count == (try broker.produceRequests.flatMap(batches)).count)
+        #expect(stages.flatMap(\.messageIDs).map(\.rawValue).sorted() == ids.map(\.rawValue).sorted())
+        #expect(stages.allSatisfy { $0.sealedAt <= $0.writtenAt && $0.writtenAt <= $0.answeredAt })
     }
 
     @Test func lingerPutsManyRecordsIntoOneBatchAndKeysFollowMurmur2() async throws {

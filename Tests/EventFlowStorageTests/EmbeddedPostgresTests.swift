@@ -30,6 +30,47 @@ import Testing
         try second.stop()
     }
 
+    @Test func serveTuningIsWhatTheClusterRunsWithAndNeverTurnsDurabilityOff() throws {
+        let folder = TestCluster.temporaryDirectory("tuning") + "/data"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        // A 2 GiB machine: shared_buffers 256MB, as small as the test clusters beside it.
+        let tuning = PostgresLogTuning.forMachine(physicalMemoryBytes: 2 << 30)
+        let cluster = try EmbeddedPostgres(dataDirectory: folder)
+        func show(_ url: String, _ name: String) throws -> String? {
+            let db = try PostgresConnection(url: url)
+            defer { db.close() }
+            return try db.query("SELECT current_setting($1) AS value", [name]).first?["value"] ?? nil
+        }
+        let url = try cluster.start(tuning: tuning)
+        #expect(try show(url, "shared_buffers") == "256MB")
+        #expect(try show(url, "max_wal_size") == "16GB")
+        #expect(try show(url, "wal_buffers") == "64MB")
+        #expect(try show(url, "wal_compression") == "off")
+        #expect(try show(url, "checkpoint_timeout") == "15min")
+        #expect(try show(url, "autovacuum_vacuum_insert_threshold") == "-1")
+        for durable in ["fsync", "synchronous_commit", "full_page_writes"] {
+            #expect(try show(url, durable) == "on", "\(durable)")
+        }
+        try cluster.stop()
+
+        // Without tuning (`serve --no-postgres-tuning`) the cluster is back to what initdb and EventFlow's basics set.
+        let plain = try EmbeddedPostgres(dataDirectory: folder)
+        let plainURL = try plain.start(tuning: PostgresLogTuning(settings: []))
+        #expect(try show(plainURL, "max_wal_size") == "4GB")
+        // A running cluster picks the reloadable settings up when `serve` attaches to it.
+        let attaching = try EmbeddedPostgres(dataDirectory: folder)
+        let attachedURL = try attaching.start(tuning: tuning)
+        #expect(!attaching.startedByUs)
+        #expect(try show(attachedURL, "max_wal_size") == "16GB")
+        try plain.stop()
+    }
+
+    @Test func sharedBuffersFollowTheMachinesMemoryWithinBounds() {
+        #expect(PostgresLogTuning.sharedBuffersMegabytes(physicalMemoryBytes: 512 << 20) == 128)
+        #expect(PostgresLogTuning.sharedBuffersMegabytes(physicalMemoryBytes: 24 << 30) == 3_072)
+        #expect(PostgresLogTuning.sharedBuffersMegabytes(physicalMemoryBytes: 256 << 30) == 8_192)
+    }
+
     @Test func aSecondUserAttachesToTheRunningClusterWithoutOwningIt() throws {
         let folder = TestCluster.temporaryDirectory("attach") + "/data"
         defer { try? FileManager.default.removeItem(atPath: folder) }

@@ -21,6 +21,7 @@ public final class Broker: Sendable {
     /// The broker's metrics (swift-metrics into its own Prometheus registry), served at `/metrics`.
     public let metrics: BrokerMetrics
     private let revocationTask: NIOLockedValueBox<RepeatedTask?>
+    private let stageLogTask: NIOLockedValueBox<RepeatedTask?>
     private let stopped = NIOLockedValueBox(false)
 
     /// Reads offsets and idempotence state back from the log, then listens.
@@ -45,6 +46,7 @@ public final class Broker: Sendable {
         self.group = group
         self.serverChannel = NIOLockedValueBox(nil)
         self.revocationTask = NIOLockedValueBox(nil)
+        self.stageLogTask = NIOLockedValueBox(nil)
 
         // Read back what the log already holds before anything is accepted.
         let db = try PostgresConnection(url: databaseURL)
@@ -158,6 +160,20 @@ public final class Broker: Sendable {
             "tls": "\(sslContext != nil)",
         ])
         startRevocationChecks()
+        startStageLog()
+    }
+
+    /// Once a second, at debug level: where the last second's durable produces spent their time
+    /// (`IngestStage`; the same figures, cumulative, are `eventflow_ingest_stage_seconds` at /metrics).
+    private func startStageLog() {
+        let metrics = metrics
+        let logger = logger
+        let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            let window = metrics.takeIngestStageWindow()
+            guard logger.logLevel <= .debug, !window.isEmpty else { return }
+            logger.debug("ingest stages (last second)", metadata: window.summary().mapValues { .string($0) })
+        }
+        stageLogTask.withLockedValue { $0 = task }
     }
 
     /// Every `revocationCheckMilliseconds`: close connections whose API key was revoked
@@ -197,6 +213,7 @@ public final class Broker: Sendable {
         try? await channel?.close()
         try? await httpChannel.withLockedValue({ $0 })?.close()
         revocationTask.withLockedValue { $0 }?.cancel()
+        stageLogTask.withLockedValue { $0 }?.cancel()
         // Durable produces are answered when their flush commits; drain flushes everything buffered.
         try? await services.batcher.drain().get()
         // Long polls are answered now with what they have; nothing more will commit.

@@ -32,6 +32,9 @@ public final class BrokerMetrics: Sendable {
     let analyticsRows: CoreMetrics.Counter
     let analyticsDeadLetters: CoreMetrics.Counter
     let analyticsStepFailures: CoreMetrics.Counter
+    private let ingestStages: [IngestStage: CoreMetrics.Timer]
+    /// The stages since the last `takeIngestStageWindow()` (the broker's once-a-second debug log).
+    private let ingestStageWindow = NIOLockedValueBox(IngestStageLatencies())
     /// The consumer-lag series of the last scrape, so series of groups gone since are removed.
     private let lagSeries = NIOLockedValueBox<[LagKey: CoreMetrics.Gauge]>([:])
 
@@ -49,6 +52,8 @@ public final class BrokerMetrics: Sendable {
         self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = Self.durationBuckets
+        factory.durationHistogramBuckets[Self.ingestStageLabel] = IngestStageLatencies.bucketUpperBoundsMicroseconds
+            .dropLast().map { .microseconds(Int64($0)) }
         self.factory = factory
         connectionsOpened = CoreMetrics.Counter(label: "eventflow_connections_opened_total", factory: factory)
         connectionsRefused = CoreMetrics.Counter(label: "eventflow_connections_refused_total", factory: factory)
@@ -73,6 +78,30 @@ public final class BrokerMetrics: Sendable {
         analyticsRows = CoreMetrics.Counter(label: "eventflow_analytics_rows_total", factory: factory)
         analyticsDeadLetters = CoreMetrics.Counter(label: "eventflow_analytics_dead_letters_total", factory: factory)
         analyticsStepFailures = CoreMetrics.Counter(label: "eventflow_analytics_step_failures_total", factory: factory)
+        var stages: [IngestStage: CoreMetrics.Timer] = [:]
+        for stage in IngestStage.allCases {
+            stages[stage] = CoreMetrics.Timer(label: Self.ingestStageLabel, dimensions: [("stage", stage.rawValue)], factory: factory)
+        }
+        ingestStages = stages
+    }
+
+    // MARK: Ingest stages
+
+    static let ingestStageLabel = "eventflow_ingest_stage_seconds"
+
+    /// A produce spent `nanoseconds` in `stage` (see `IngestStage`); `count`: batches that did.
+    func ingestStage(_ stage: IngestStage, nanoseconds: UInt64, count: Int = 1) {
+        let timer = ingestStages[stage]
+        for _ in 0..<max(count, 1) { timer?.recordNanoseconds(Int64(clamping: nanoseconds)) }
+        ingestStageWindow.withLockedValue { $0.record(stage, nanoseconds: nanoseconds, count: UInt64(max(count, 1))) }
+    }
+
+    /// The stages recorded since the last call, and a fresh window.
+    func takeIngestStageWindow() -> IngestStageLatencies {
+        ingestStageWindow.withLockedValue { window in
+            defer { window = IngestStageLatencies() }
+            return window
+        }
     }
 
     // MARK: Requests

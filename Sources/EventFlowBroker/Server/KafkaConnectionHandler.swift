@@ -416,6 +416,8 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         }
         let requests = RequestServer(services: services, principal: principal, eventLoop: context.eventLoop, logger: logger)
         let response: EventLoopFuture<ByteBuffer?>
+        /// A durable or memory produce: when its batches were accepted (the ingest stages).
+        var produceAcceptedAt: NIOLockedValueBox<UInt64>?
         // Every answer is encoded at the request's version under its correlation id.
         func encoded<Body: KafkaResponseMessage>(_ body: EventLoopFuture<Body>) -> EventLoopFuture<ByteBuffer?> {
             body.map { $0.encodedResponse(version: header.apiVersion, correlationId: header.correlationId) }
@@ -484,6 +486,13 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
                 }
                 return
             }
+            let acceptedAt = NIOLockedValueBox<UInt64>(0)
+            accepted.whenComplete { _ in
+                let now = BrokerMetrics.now()
+                acceptedAt.withLockedValue { $0 = now }
+                metrics.ingestStage(.frameToAccepted, nanoseconds: now &- min(received, now))
+            }
+            produceAcceptedAt = acceptedAt
             response = answered.map { body in
                 for topic in body.responses { metrics.requestErrors(.produce, topic.partitionResponses.lazy.map(\.errorCode)) }
                 return body.encodedResponse(version: header.apiVersion, correlationId: header.correlationId)
@@ -499,12 +508,26 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let logger = logger
         let frameBytes = takeFrameBytes()
+        let produceAccepted = produceAcceptedAt
         response.whenComplete { result in
+            let answeredAt = BrokerMetrics.now()
             bound.value.releaseRequestBytes(frameBytes)
             metrics.requestAnswered(header.apiKey, since: received)
             switch result {
             case .success(let buffer):
                 bound.value.respond(sequence, buffer)
+                if let produceAccepted {
+                    // Written: handed to the connection in request order and flushed (or queued
+                    // behind an earlier answer of this connection, whose write then carries it).
+                    let writtenAt = BrokerMetrics.now()
+                    // A produce refused at acceptance (unknown partition, sequence error) is answered
+                    // before `accepted` completes: its accepted → answered is 0.
+                    let acceptedAt = produceAccepted.withLockedValue { $0 }
+                    let answeredSince = acceptedAt > 0 ? min(acceptedAt, answeredAt) : answeredAt
+                    metrics.ingestStage(.acceptedToAnswered, nanoseconds: answeredAt &- answeredSince)
+                    metrics.ingestStage(.answeredToWritten, nanoseconds: writtenAt &- answeredAt)
+                    metrics.ingestStage(.frameToWritten, nanoseconds: writtenAt &- min(received, writtenAt))
+                }
             case .failure(let error):
                 logger.error("request failed; closing connection", metadata: ["api": "\(header.apiKey)", "error": "\(error)"])
                 metrics.connectionClosed(reason: "failed")

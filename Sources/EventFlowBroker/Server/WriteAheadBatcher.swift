@@ -20,9 +20,15 @@ public enum BatchOutcome: Hashable, Sendable {
 public final class WriteAheadBatcher: Sendable {
     public typealias Completion = @Sendable (BatchOutcome) -> Void
 
+    private struct Waiter {
+        var completion: Completion
+        /// When the batch was accepted (monotonic ns): the start of its batcher stages.
+        var acceptedAt: UInt64
+    }
+
     private struct State {
         var machine: GroupCommit
-        var waiters: [RequestToken: Completion] = [:]
+        var waiters: [RequestToken: Waiter] = [:]
         var drainPromises: [EventLoopPromise<Void>] = []
         var isDrained = false
         /// The last flush failed for lack of a database connection (answered NOT_ENOUGH_REPLICAS).
@@ -114,7 +120,7 @@ public final class WriteAheadBatcher: Sendable {
     public func accept(_ batch: ValidatedBatch, completion: @escaping Completion) {
         let now = NIODeadline.now().uptimeNanoseconds
         let actions = state.withLockedValue { state -> [GroupCommit.Action] in
-            if batch.ackMode != .none { state.waiters[batch.token] = completion }
+            if batch.ackMode != .none { state.waiters[batch.token] = Waiter(completion: completion, acceptedAt: now) }
             return state.machine.accept(batch, now: now)
         }
         perform(actions)
@@ -177,7 +183,7 @@ public final class WriteAheadBatcher: Sendable {
 
     private func answer(_ token: RequestToken, _ outcome: BatchOutcome) {
         let waiter = state.withLockedValue { $0.waiters.removeValue(forKey: token) }
-        waiter?(outcome)
+        waiter?.completion(outcome)
     }
 
     private func setReadingPaused(_ paused: Bool) {
@@ -192,6 +198,16 @@ public final class WriteAheadBatcher: Sendable {
         let copyStorage = copyStorage
         let submitted = BrokerMetrics.now()
         let deadLetterDecompressedBytesMax = deadLetterDecompressedBytesMax
+        // Durable batches (the ones answered after COMMIT): how long each waited for this flush.
+        if let metrics {
+            let acceptedTimes = state.withLockedValue { state in
+                flush.batches.compactMap { $0.ackMode == .durable ? state.waiters[$0.token]?.acceptedAt : nil }
+            }
+            for acceptedAt in acceptedTimes {
+                metrics.ingestStage(.acceptedToFlushStarted, nanoseconds: submitted &- min(acceptedAt, submitted))
+            }
+        }
+        let writeTimes = NIOLockedValueBox<EventBatchWriteTimes?>(nil)
         writer.submit({ db in
             // The storage is handed over as its only reference, so the encoder reuses it in place.
             let copy = Self.copy(of: flush, reusing: copyStorage.withLockedValue { storage in
@@ -201,6 +217,7 @@ public final class WriteAheadBatcher: Sendable {
             // Only batches of dead-letter streams are decoded; any other flush writes as before.
             let deadLetters = Self.deadLetterRecords(of: flush, decompressedBytesMax: deadLetterDecompressedBytesMax)
             let outcome = Result { try EventBatchLog.write(db, copy, deadLetters: deadLetters) }
+            if case .success(let times) = outcome { writeTimes.withLockedValue { $0 = times } }
             let storage = (consume copy).takeStorage()
             if storage.capacity <= Self.copyStorageRetainedBytesMax {
                 copyStorage.withLockedValue { $0 = storage }
@@ -238,6 +255,15 @@ public final class WriteAheadBatcher: Sendable {
                 ])
             }
             perform(actions)
+            if case .success = result, let metrics, let times = writeTimes.withLockedValue({ $0 }) {
+                let durable = flush.batches.reduce(0) { $0 + ($1.ackMode == .durable ? 1 : 0) }
+                if durable > 0 {
+                    let answered = BrokerMetrics.now()
+                    metrics.ingestStage(.flushStartedToCopySent, nanoseconds: times.copySent &- min(submitted, times.copySent), count: durable)
+                    metrics.ingestStage(.copySentToCommitted, nanoseconds: times.committed &- times.copySent, count: durable)
+                    metrics.ingestStage(.committedToAnswered, nanoseconds: answered &- min(times.committed, answered), count: durable)
+                }
+            }
         })
     }
 

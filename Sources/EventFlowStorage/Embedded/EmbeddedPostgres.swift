@@ -250,16 +250,47 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         return named ? Int(UInt16(bigEndian: address.sin_port)) : nil
     }
 
+    // MARK: Tuning for the log
+
+    /// The file `serve` writes its settings into (in the cluster folder, included last by
+    /// `postgresql.conf`, so it overrides what `initdb` and older versions wrote there).
+    static let tuningFileName = "eventflow-tuning.conf"
+    var tuningFile: String { clusterDirectory + "/" + Self.tuningFileName }
+
+    /// Writes `settings` into the tuning file (replacing it) and makes sure `postgresql.conf` includes it.
+    func writeTuning(_ settings: PostgresLogTuning) throws {
+        try writeOwnedFile(tuningFile, settings.configurationText)
+        let conf = clusterDirectory + "/postgresql.conf"
+        let text = (try? String(contentsOfFile: conf, encoding: .utf8)) ?? ""
+        let include = "include_if_exists = '\(Self.tuningFileName)'"
+        guard !text.contains(include) else { return }
+        guard let handle = FileHandle(forWritingAtPath: conf) else {
+            throw EmbeddedPostgresError.commandFailed(command: "write \(conf)", output: "cannot open")
+        }
+        handle.seekToEndOfFile()
+        handle.write(Data("\n# Written by `eventflow serve` (the log's WAL, checkpoint and autovacuum settings)\n\(include)\n".utf8))
+        handle.closeFile()
+    }
+
     /// Makes the cluster if needed and starts it, or attaches to it if it already runs.
+    /// With `tuning` (what `serve` passes), its settings are written first; a cluster already
+    /// running reloads them (those that need a restart apply at its next start).
     /// Returns the connection URL of the `eventflow` database.
     @discardableResult
-    public func start() throws -> String {
+    public func start(tuning: PostgresLogTuning? = nil) throws -> String {
         try prepareDataDirectory()
         if !isInitialized { try initialize() }
+        if let tuning { try writeTuning(tuning) }
         if let running = runningPort() {
             port = running
             startedByUs = false
-            return try ensureDatabase()
+            let url = try ensureDatabase()
+            if tuning != nil {
+                let db = try PostgresConnection(url: url)
+                defer { db.close() }
+                _ = try db.query("SELECT pg_reload_conf()")
+            }
+            return url
         }
         let chosen: Int
         if let requestedPort {

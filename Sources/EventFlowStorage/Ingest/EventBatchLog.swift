@@ -86,6 +86,23 @@ public struct EventBatchCopy: Sendable {
     }
 }
 
+/// When a flush's statements returned, monotonic nanoseconds (`CLOCK_MONOTONIC`, as `NIODeadline`):
+/// the writer's share of the durable-ack latency, stage by stage.
+public struct EventBatchWriteTimes: Hashable, Sendable {
+    /// The write began (before BEGIN).
+    public var began: UInt64
+    /// The COPY's data was sent and the COPY completed (rows in the table, not yet committed).
+    public var copySent: UInt64
+    /// COMMIT returned: the WAL is flushed (`synchronous_commit = on`), the flush is durable.
+    public var committed: UInt64
+
+    public static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+}
+
 /// The connection broke while COMMIT was in flight: the flush may or may not be stored.
 public struct CommitOutcomeUnknown: Error, CustomStringConvertible {
     public var underlying: DatabaseError
@@ -126,17 +143,20 @@ public enum EventBatchLog {
     /// without any issues exactly BEGIN, COPY, COMMIT.
     /// A missing partition (maintenance behind the clock) is created and the flush retried once.
     /// Throws `CommitOutcomeUnknown` when the connection broke while COMMIT was in flight.
-    public static func write(_ db: PostgresConnection, _ copy: EventBatchCopy, deadLetters: [DeadLetterRecord] = []) throws {
-        guard copy.rowCount > 0 else { return }
+    @discardableResult
+    public static func write(_ db: PostgresConnection, _ copy: EventBatchCopy,
+                             deadLetters: [DeadLetterRecord] = []) throws -> EventBatchWriteTimes {
+        let began = EventBatchWriteTimes.now()
+        guard copy.rowCount > 0 else { return EventBatchWriteTimes(began: began, copySent: began, committed: began) }
         let data = copy.encodedBytes
         let table = TimePartitions.partitionName("event_batches", day: copy.createdAt)
         let sql = "COPY \(PostgresConnection.quoteIdentifier(table)) (\(EventBatchCopy.columns)) FROM STDIN (FORMAT binary)"
         let failedAt = copy.createdAt
         do {
-            try copyInTransaction(db, sql: sql, data: data, deadLetters: deadLetters, failedAt: failedAt)
+            return try copyInTransaction(db, sql: sql, data: data, deadLetters: deadLetters, failedAt: failedAt, began: began)
         } catch let error as DatabaseError where error.sqlState == "42P01" {
             try TimePartitions().ensure(db, now: copy.createdAt)
-            try copyInTransaction(db, sql: sql, data: data, deadLetters: deadLetters, failedAt: failedAt)
+            return try copyInTransaction(db, sql: sql, data: data, deadLetters: deadLetters, failedAt: failedAt, began: began)
         }
     }
 
@@ -144,7 +164,7 @@ public enum EventBatchLog {
     static let copyChunkBytes = 256 * 1024
 
     private static func copyInTransaction(_ db: PostgresConnection, sql: String, data: [UInt8],
-                                          deadLetters: [DeadLetterRecord], failedAt: Date) throws {
+                                          deadLetters: [DeadLetterRecord], failedAt: Date, began: UInt64) throws -> EventBatchWriteTimes {
         try db.execute("BEGIN")
         do {
             try db.copyIn(sql) { send in
@@ -163,8 +183,10 @@ public enum EventBatchLog {
             try? db.execute("ROLLBACK")
             throw error
         }
+        let copySent = EventBatchWriteTimes.now()
         do {
             try db.execute("COMMIT")
+            return EventBatchWriteTimes(began: began, copySent: copySent, committed: EventBatchWriteTimes.now())
         } catch let error as DatabaseError where error.isConnectionFailure {
             // The server may have committed before the connection broke: only a look at the
             // table can tell (see `containsBatch`).
