@@ -197,12 +197,19 @@ public enum DeadLetters {
                      original_stream_id, original_partition, original_offset)
             ON CONFLICT (id) DO NOTHING
             """
+        try insertFallingBackToBase64(db, sql, parameters)
+    }
+
+    /// Runs a dead-letter INSERT inside the caller's transaction; should PostgreSQL refuse a payload
+    /// the JSON check let through (e.g. a `\u0000` escape), runs it again with every payload base64.
+    static func insertFallingBackToBase64(_ db: PostgresConnection, _ sql: String,
+                                          _ parameters: (_ base64Only: Bool) -> [String?]) throws {
         try db.execute("SAVEPOINT dead_letters")
         do {
-            try db.execute(sql, parameters(base64Only: false))
+            try db.execute(sql, parameters(false))
         } catch let error as DatabaseError where !error.isConnectionFailure {
             try db.execute("ROLLBACK TO SAVEPOINT dead_letters")
-            try db.execute(sql, parameters(base64Only: true))
+            try db.execute(sql, parameters(true))
         }
         try db.execute("RELEASE SAVEPOINT dead_letters")
     }
@@ -240,16 +247,7 @@ public enum DeadLetters {
             SELECT id, id, reason, payload::jsonb, to_timestamp($7::bigint / 1000.0) AT TIME ZONE 'UTC', $4, $5::uuid, $6::int
             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(id, reason, payload)
             """
-        try db.transaction {
-            try db.execute("SAVEPOINT refused_records")
-            do {
-                try db.execute(sql, parameters(base64Only: false))
-            } catch let error as DatabaseError where !error.isConnectionFailure {
-                // PostgreSQL refused a payload the JSON check let through (e.g. a NUL escape): base64 them all.
-                try db.execute("ROLLBACK TO SAVEPOINT refused_records")
-                try db.execute(sql, parameters(base64Only: true))
-            }
-        }
+        try db.transaction { try insertFallingBackToBase64(db, sql, parameters) }
     }
 
     static let selectColumns = """

@@ -34,12 +34,6 @@ public enum JSONValue: Sendable, Hashable {
         }
         self = try parsed.get()
     }
-
-    /// Parses bytes that are already contiguous (a record's value) without copying them.
-    public static func parse(_ buffer: UnsafeBufferPointer<UInt8>) throws(JSONParseError) -> JSONValue {
-        var parser = JSONParser(buffer)
-        return try parser.document()
-    }
 }
 
 extension Double {

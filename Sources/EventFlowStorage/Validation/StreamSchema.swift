@@ -78,10 +78,6 @@ public struct StreamSchema: Sendable, Hashable {
         }
     }
 
-    /// The first violation of an already parsed value, or nil.
-    public func violation(of value: JSONValue) -> String? {
-        root.violation(of: value)?.description
-    }
 }
 
 /// Why a schema cannot be used: where in the schema (a JSON Pointer) and what is wrong.
