@@ -82,7 +82,7 @@ public final class EventFlowProducer: Service, Sendable {
     private let eventLoopGroup: any EventLoopGroup
     private let metrics: ProducerMetrics
     /// Told where each acknowledged batch's time went (`observeBatchStages`), when set.
-    private let stageObserver = Mutex<(@Sendable (ProducerBatchStages) -> Void)?>(nil)
+    private let stageObserver = CallbackSlot<ProducerBatchStages>()
 
     /// A producer without delivery reports (use `sendAndAwait` or `flush` to learn outcomes).
     public convenience init(configuration: ProducerConfiguration, logger: Logger) throws(ProducerError) {
@@ -423,11 +423,11 @@ public final class EventFlowProducer: Service, Sendable {
         case .failure(let error):
             outcomes = batches.map { _ in .failed(error) }
         }
-        if let writtenAt, let answeredAt, let observer = stageObserver.withLock({ $0 }) {
+        if let writtenAt, let answeredAt, stageObserver.isSet {
             for (batch, outcome) in zip(batches, outcomes) {
                 guard case .acknowledged = outcome else { continue }
-                observer(ProducerBatchStages(messageIDs: batch.messageIDs, sealedAt: batch.sealedAt,
-                                             writtenAt: writtenAt, answeredAt: answeredAt))
+                stageObserver(ProducerBatchStages(messageIDs: batch.messageIDs, sealedAt: batch.sealedAt,
+                                                  writtenAt: writtenAt, answeredAt: answeredAt))
             }
         }
         let now = NIODeadline.now()
@@ -555,7 +555,7 @@ extension EventFlowProducer {
     /// Calls `observer` (from the producer's tasks, before the batch's delivery reports) with the
     /// stage times of every acknowledged batch: the load generator's per-stage latency breakdown.
     public func observeBatchStages(_ observer: @escaping @Sendable (ProducerBatchStages) -> Void) {
-        stageObserver.withLock { $0 = observer }
+        stageObserver.set(observer)
     }
 
     /// Makes `stream` known with `partitionCount` partitions and gives the producer an id, as a broker would.

@@ -59,6 +59,48 @@ import Testing
         await harness.broker.shutdown()
     }
 
+    /// The broker copies each frame into memory of its own as it arrives; wherever the reads cut
+    /// the bytes (inside a size prefix, inside a body, several frames in one write), every frame is
+    /// answered in order and every batch is stored.
+    @Test func framesCutAnywhereByTheReadsAreAnsweredAndStored() async throws {
+        let harness = try await BrokerHarness.start()
+        let producer = try await harness.authenticatedConnection()
+        let sizes = [10, 70_000, 5, 300]  // 70 kB spans several TLS records and reads
+        var stream = ByteBuffer()
+        for (index, size) in sizes.enumerated() {
+            let request = produceRequest(topic: "orders", batch: try batch(valueBytes: size))
+            let payload = request.encodedRequest(version: 7, correlationId: Int32(index + 1), clientId: "test")
+            stream.writeInteger(Int32(payload.readableBytes))
+            stream.writeImmutableBuffer(payload)
+        }
+        let first = 4 + Int(stream.getInteger(at: 0, as: Int32.self)!)
+        let second = first + 4 + Int(stream.getInteger(at: first, as: Int32.self)!)
+        // 1 byte, 2 bytes (the first prefix still incomplete), the first body but its last 5 bytes,
+        // those 5 with the whole second frame and 3 bytes of the third's prefix, 1 byte, then the rest.
+        let cuts = [1, 3, first - 5, second + 3, second + 4, stream.readableBytes]
+        var start = 0
+        for cut in cuts {
+            try await producer.writeRaw(stream.getSlice(at: start, length: cut - start)!)
+            start = cut
+        }
+        var baseOffsets: [Int64] = []
+        for correlationID in 1...Int32(sizes.count) {
+            let (received, answer) = try await producer.receive(ProduceResponse.self, version: 7)
+            #expect(received == correlationID)
+            let partition = answer.responses.first?.partitionResponses.first
+            #expect(partition?.errorCode == .noError)
+            baseOffsets.append(partition?.baseOffset ?? -1)
+        }
+        #expect(baseOffsets == [0, 1, 2, 3])
+        let db = try harness.database()
+        defer { db.close() }
+        let rows = try db.query("SELECT count(*) AS n FROM event_batches WHERE stream_id = $1 AND partition = 0",
+                                [harness.stream.id.uuidString])
+        #expect(rows.first?["n"] == "4")
+        await producer.close()
+        await harness.broker.shutdown()
+    }
+
     @Test func connectionsThatNeverFinishTLSOrSASLAreClosedAtTheAuthenticationTimeout() async throws {
         let harness = try await BrokerHarness.start(configure: {
             $0.deadlines = .init(authenticationTimeout: .seconds(3), frameReadTimeout: .seconds(60), idleTimeout: .seconds(600))

@@ -1,9 +1,10 @@
+import EventFlowProtocol
 import NIOConcurrencyHelpers
 
 /// The broker-wide `RequestBytesBudget`, shared by every connection's event loop.
 final class RequestBytesGate: Sendable {
     private let budget: NIOLockedValueBox<RequestBytesBudget>
-    private let pauseObserver = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    private let pauseObserver = CallbackSlot<Void>()
 
     init(configuration: RequestBytesBudget.Configuration) {
         budget = NIOLockedValueBox(RequestBytesBudget(configuration: configuration))
@@ -15,7 +16,7 @@ final class RequestBytesGate: Sendable {
     /// Called (from any thread) after reading pauses or resumes; observers read `isReadingPaused`
     /// rather than trusting the order notifications arrive in.
     func onReadingPausedChanged(_ observer: @escaping @Sendable () -> Void) {
-        pauseObserver.withLockedValue { $0 = observer }
+        pauseObserver.set(observer)
     }
 
     func charge(_ bytes: Int) {
@@ -29,6 +30,6 @@ final class RequestBytesGate: Sendable {
 
     private func notify(_ action: RequestBytesBudget.Action) {
         guard action != .none else { return }
-        pauseObserver.withLockedValue { $0 }?()
+        pauseObserver(())
     }
 }

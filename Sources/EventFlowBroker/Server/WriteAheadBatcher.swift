@@ -43,8 +43,8 @@ public final class WriteAheadBatcher: Sendable {
     private let logger: Logger
     private let metrics: BrokerMetrics?
     private let readingPaused = NIOLockedValueBox(false)
-    private let pauseObserver = NIOLockedValueBox<(@Sendable (Bool) -> Void)?>(nil)
-    private let commitObserver = NIOLockedValueBox<(@Sendable (GroupCommit.Flush) -> Void)?>(nil)
+    private let pauseObserver = CallbackSlot<Bool>()
+    private let commitObserver = CallbackSlot<GroupCommit.Flush>()
     /// The COPY data's memory, handed from one flush to the next (flushes run one at a time on the
     /// writer thread). A fresh megabyte per flush cost a page fault per 4 KiB written: the broker's
     /// largest source of page faults at max rate. Kept only up to `copyStorageRetainedBytesMax`.
@@ -99,13 +99,13 @@ public final class WriteAheadBatcher: Sendable {
 
     /// Called (from any thread) whenever reading should pause (true) or resume (false).
     public func onReadingPausedChanged(_ observer: @escaping @Sendable (Bool) -> Void) {
-        pauseObserver.withLockedValue { $0 = observer }
+        pauseObserver.set(observer)
     }
 
     /// Called on the writer thread with each flush once it committed, before its produces are
     /// answered (the fetch service's tail cache).
     public func onFlushCommitted(_ observer: @escaping @Sendable (GroupCommit.Flush) -> Void) {
-        commitObserver.withLockedValue { $0 = observer }
+        commitObserver.set(observer)
     }
 
     public func makeToken() -> RequestToken {
@@ -189,7 +189,7 @@ public final class WriteAheadBatcher: Sendable {
     private func setReadingPaused(_ paused: Bool) {
         readingPaused.withLockedValue { $0 = paused }
         logger.debug(paused ? "batcher full: pausing socket reads" : "batcher drained: resuming socket reads")
-        pauseObserver.withLockedValue { $0 }?(paused)
+        pauseObserver(paused)
     }
 
     private func write(_ flush: GroupCommit.Flush) {
@@ -233,7 +233,7 @@ public final class WriteAheadBatcher: Sendable {
         }, completion: { [self] result in
             switch result {
             case .success:
-                commitObserver.withLockedValue { $0 }?(flush)
+                commitObserver(flush)
                 metrics?.flushCommitted(flush, since: submitted)
             case .failure:
                 metrics?.flushFailures.increment()
