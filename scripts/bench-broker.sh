@@ -17,6 +17,8 @@ start_broker() {
     done
 }
 stop_broker() { kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; }
+# At exit: the broker stopped and its database (gigabytes after a run) removed; the results stay in $WORK.
+stop_broker_and_remove_data() { stop_broker; rm -rf "$DATA"; }
 cli() { "$BIN/eventflow" "$@" --data-dir "$DATA"; }
 # The organization and key the runs produce with (call once the broker runs).
 create_bench_credentials() {
@@ -29,7 +31,7 @@ create_bench_credentials() {
 }
 # The usual start: the broker (stopped when the script exits) and the credentials.
 start_bench_broker() {
-    trap stop_broker EXIT
+    trap stop_broker_and_remove_data EXIT
     start_broker "$@"
     create_bench_credentials
 }
