@@ -158,7 +158,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
     /// nothing else holds them. Holding them (slices of the read itself, until the flush commits)
     /// made NIOSSL copy its buffer on every read into fresh memory of its full capacity (256 KiB
     /// once grown): at 350k events/s over TLS that was ~1,000 mmap/munmap pairs and ~80,000 page
-    /// faults per second, a quarter of the broker's CPU. One copy of the bytes costs far less.
+    /// faults per second, about a third of the broker's CPU. One copy of the bytes costs far less.
     private func receive(from read: inout ByteBuffer) {
         if cumulation.readableBytes < 4 {
             // The size prefix, possibly split over reads; a fresh buffer, as the last frame's memory is gone with it.
