@@ -11,11 +11,16 @@
 
 Usage: stall-monitor.py --data-dir DIR --metrics-url URL --out FILE.jsonl [--seconds N]
 Runs until killed (or N seconds). The embedded cluster's port and password come from DIR.
+
+The monitor shares the machine with what it measures, so it keeps its cost down: one psql session
+for the whole run (a new psql process and PostgreSQL backend every second doubled the p99 at 700k
+events/s on 2 cores: 22-29 ms without the monitor, 38-66 ms with it), and it runs niced.
 """
 import argparse
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 import time
@@ -92,6 +97,36 @@ def disk():
     return best or {}
 
 
+class Psql:
+    """One psql session, queried once a second; `query` raises on an error, a timeout or a closed session."""
+    END = b"__stall_monitor_end__\n"
+
+    def __init__(self, url):
+        self.process = subprocess.Popen(["psql", url, "-Atq", "-v", "ON_ERROR_STOP=0"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.buffer = b""
+
+    def query(self, sql, timeout=5.0):
+        self.process.stdin.write(sql.strip().encode() + b";\n\\echo " + self.END)
+        self.process.stdin.flush()
+        deadline = time.time() + timeout
+        fd = self.process.stdout.fileno()
+        while self.END not in self.buffer:
+            remaining = deadline - time.time()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError("psql did not answer")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise EOFError("psql exited")
+            self.buffer += chunk
+        answer, _, self.buffer = self.buffer.partition(self.END)
+        return answer.decode().strip()
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+
+
 def stages(url):
     """{stage: {"buckets": [[le, cumulative]], "count": n, "sum": seconds}} or None."""
     try:
@@ -122,7 +157,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--seconds", type=float, default=0)
     args = parser.parse_args()
-    url = None
+    os.nice(10)  # the measured processes come first
+    psql = None
     started = time.time()
     with open(args.out, "a") as out:
         next_tick = time.time()
@@ -133,14 +169,13 @@ def main():
             sample.update(cpu())
             sample.update(disk())
             try:
-                url = url or database_url(args.data_dir)
-                pg = subprocess.run(["psql", url, "-Atc", PG_QUERY], capture_output=True, text=True, timeout=5)
-                if pg.returncode == 0 and pg.stdout.strip():
-                    sample["pg"] = json.loads(pg.stdout.strip())
-                else:
-                    url = None
+                psql = psql or Psql(database_url(args.data_dir))
+                sample["pg"] = json.loads(psql.query(PG_QUERY))
             except Exception:
-                url = None
+                # The database is not up yet, restarted or stalled: a new session next second.
+                if psql:
+                    psql.close()
+                psql = None
             if args.metrics_url:
                 sample["stages"] = stages(args.metrics_url)
             out.write(json.dumps(sample) + "\n")
