@@ -63,9 +63,11 @@ import Testing
     /// the bytes (inside a size prefix, inside a body, several frames in one write), every frame is
     /// answered in order and every batch is stored.
     @Test func framesCutAnywhereByTheReadsAreAnsweredAndStored() async throws {
-        let harness = try await BrokerHarness.start()
+        let harness = try await BrokerHarness.start(frameBytesMax: 4 << 20)
         let producer = try await harness.authenticatedConnection()
-        let sizes = [10, 70_000, 5, 300]  // 70 kB spans several TLS records and reads
+        // 70 kB spans several TLS records and reads; 1.5 MB is more than a frame's first buffer
+        // (`frameBufferInitialBytesMax`), which then grows.
+        let sizes = [10, 70_000, 5, 1_500_000]
         var stream = ByteBuffer()
         for (index, size) in sizes.enumerated() {
             let request = produceRequest(topic: "orders", batch: try batch(valueBytes: size))

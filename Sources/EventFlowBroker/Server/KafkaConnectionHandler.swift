@@ -150,15 +150,20 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// A frame up to this size gets its whole buffer when its size prefix arrives; a larger one starts
+    /// with this much and grows with its bytes, so a size prefix alone never sets aside more memory.
+    static let frameBufferInitialBytesMax = 1 << 20
+
     /// Copies bytes of `read` into `cumulation`, up to the end of the frame being received.
     ///
-    /// Each frame is copied once into a buffer of exactly its size, allocated when its size prefix
-    /// is read; its batches travel on as slices of that buffer. The read's own buffer is not kept:
-    /// NIO's socket buffer and NIOSSL's plaintext buffer are reused for the next read only when
-    /// nothing else holds them. Holding them (slices of the read itself, until the flush commits)
-    /// made NIOSSL copy its buffer on every read into fresh memory of its full capacity (256 KiB
-    /// once grown): at 350k events/s over TLS that was ~1,000 mmap/munmap pairs and ~80,000 page
-    /// faults per second, about a third of the broker's CPU. One copy of the bytes costs far less.
+    /// Each frame is copied once into a buffer of its own, of exactly its size when its size prefix
+    /// is read (up to `frameBufferInitialBytesMax`); its batches travel on as slices of that buffer.
+    /// The read's own buffer is not kept: NIO's socket buffer and NIOSSL's plaintext buffer are
+    /// reused for the next read only when nothing else holds them. Holding them (slices of the read
+    /// itself, until the flush commits) made NIOSSL copy its buffer on every read into fresh memory
+    /// of its full capacity (256 KiB once grown): at 350k events/s over TLS that was ~1,000
+    /// mmap/munmap pairs and ~80,000 page faults per second, about a third of the broker's CPU. One
+    /// copy of the bytes costs far less.
     private func receive(from read: inout ByteBuffer) {
         if cumulation.readableBytes < 4 {
             // The size prefix, possibly split over reads; a fresh buffer, as the last frame's memory is gone with it.
@@ -168,7 +173,7 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             guard let size = cumulation.getInteger(at: cumulation.readerIndex, as: Int32.self) else { return }
             // A size the decoder refuses is left to it (`cutFrames` closes the connection).
             guard size >= 0, Int(size) <= frameBytesMax else { return }
-            var frame = ByteBufferAllocator().buffer(capacity: 4 + Int(size))
+            var frame = ByteBufferAllocator().buffer(capacity: min(4 + Int(size), Self.frameBufferInitialBytesMax))
             frame.writeBuffer(&cumulation)
             cumulation = frame
         }
