@@ -170,16 +170,15 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
             if cumulation.readableBytes == 0 { cumulation = ByteBuffer() }
             var prefix = read.readSlice(length: min(4 - cumulation.readableBytes, read.readableBytes))!
             cumulation.writeBuffer(&prefix)
-            guard let size = cumulation.getInteger(at: cumulation.readerIndex, as: Int32.self) else { return }
-            // A size the decoder refuses is left to it (`cutFrames` closes the connection).
-            guard size >= 0, Int(size) <= frameBytesMax else { return }
-            var frame = ByteBufferAllocator().buffer(capacity: min(4 + Int(size), Self.frameBufferInitialBytesMax))
+            // Until the prefix is whole, and for a size the decoder refuses: nothing more (`cutFrames`
+            // then closes the connection).
+            guard let length = try? frameDecoder.frameLength(of: cumulation) else { return }
+            var frame = ByteBufferAllocator().buffer(capacity: min(length, Self.frameBufferInitialBytesMax))
             frame.writeBuffer(&cumulation)
             cumulation = frame
         }
-        guard let size = cumulation.getInteger(at: cumulation.readerIndex, as: Int32.self),
-              size >= 0, Int(size) <= frameBytesMax else { return }
-        let missing = 4 + Int(size) - cumulation.readableBytes
+        guard let length = try? frameDecoder.frameLength(of: cumulation) else { return }
+        let missing = length - cumulation.readableBytes
         guard missing > 0 else { return }
         var part = read.readSlice(length: min(missing, read.readableBytes))!
         cumulation.writeBuffer(&part)
@@ -245,16 +244,17 @@ final class KafkaConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Frames
 
-    /// The bound for the next frame's size: small until SASL authentication succeeded.
-    private var frameBytesMax: Int {
-        isUnauthenticated ? services.configuration.unauthenticatedFrameBytesMax : services.configuration.frameBytesMax
+    /// Frames under the session's bound: small until SASL authentication succeeded.
+    private var frameDecoder: KafkaFrameDecoder {
+        KafkaFrameDecoder(frameBytesMax: isUnauthenticated ? services.configuration.unauthenticatedFrameBytesMax
+                                                           : services.configuration.frameBytesMax)
     }
 
     private func cutFrames() {
         while !session.isClosed {
             let frame: ByteBuffer?
             do {
-                frame = try KafkaFrameDecoder(frameBytesMax: frameBytesMax).nextFrame(from: &cumulation)
+                frame = try frameDecoder.nextFrame(from: &cumulation)
             } catch {
                 let bound = isUnauthenticated ? "unauthenticatedFrameBytesMax" : "frameBytesMax"
                 logger.notice("closing connection: bad frame size", metadata: ["error": "\(error)", "bound": "\(bound)"])

@@ -17,9 +17,9 @@ public struct KafkaFrameDecoder: ByteToMessageDecoder, Sendable {
         self.frameBytesMax = frameBytesMax
     }
 
-    /// The pure framing step: the next complete frame, nil if more bytes are needed.
-    /// On success the buffer's reader index moves past the frame.
-    public func nextFrame(from buffer: inout ByteBuffer) throws -> ByteBuffer? {
+    /// The whole length (size prefix included) of the frame at the buffer's reader index, once its
+    /// prefix is there; nil before. Throws for a size this decoder refuses.
+    public func frameLength(of buffer: ByteBuffer) throws -> Int? {
         let start = buffer.readerIndex
         guard let size = buffer.getInteger(at: start, as: Int32.self) else { return nil }
         guard size >= 0 else {
@@ -29,9 +29,15 @@ public struct KafkaFrameDecoder: ByteToMessageDecoder, Sendable {
             throw ProtocolError(.frameTooLarge, field: "frame.size", offset: start,
                                 detail: "frame of \(size) bytes exceeds frameBytesMax \(frameBytesMax)")
         }
-        guard buffer.readableBytes - 4 >= Int(size) else { return nil }
+        return 4 + Int(size)
+    }
+
+    /// The pure framing step: the next complete frame, nil if more bytes are needed.
+    /// On success the buffer's reader index moves past the frame.
+    public func nextFrame(from buffer: inout ByteBuffer) throws -> ByteBuffer? {
+        guard let length = try frameLength(of: buffer), buffer.readableBytes >= length else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
-        return buffer.readSlice(length: Int(size))
+        return buffer.readSlice(length: length - 4)
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// The columns of one `event_batches` row except the batch bytes.
 public struct EventBatchRow: Hashable, Sendable {
@@ -96,11 +97,8 @@ public struct EventBatchWriteTimes: Hashable, Sendable {
     /// COMMIT returned: the WAL is flushed (`synchronous_commit = on`), the flush is durable.
     public var committed: UInt64
 
-    public static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
-    }
+    /// NIO's monotonic clock, the one the broker's other stage times are taken with.
+    public static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 }
 
 /// The connection broke while COMMIT was in flight: the flush may or may not be stored.
